@@ -1,0 +1,73 @@
+# The commands people type. `make run` executes the whole series; `make test` checks it.
+# Both create the virtual environment in .venv first if it is missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch is installed first, on its own: a CPU build where there is no NVIDIA GPU. Here
+# `torch==2.13.0` is a local CPU wheel; elsewhere set TORCH_PIP_ARGS, e.g.
+#   make TORCH_PIP_ARGS="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?= torch==2.13.0
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+PYTEST_ARGS ?=
+LINT_PATHS := shared tests $(wildcard data/*.py) $(NOTEBOOKS)
+
+.PHONY: help setup run notebooks test unit nbval lint format lab data check-data pretrain bench clean
+
+help:
+	@echo "make run    - set up if needed, then execute every notebook in order (outputs in place)"
+	@echo "make test   - set up if needed, then lint, unit tests and nbval over every notebook"
+	@echo "make lab    - JupyterLab on the project's environment"
+	@echo "make data   - regenerate data/ (corpora, tokenizer) byte for byte"
+	@echo "make bench  - print speed figures (tokenizer)"
+	@echo "make lint   - ruff on the package, the tests and the notebooks"
+	@echo "make clean  - remove the environment and caches"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+		echo "torch already installed"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/pip install torch; \
+	else \
+		$(BIN)/pip install $(TORCH_PIP_ARGS); \
+	fi
+	$(BIN)/pip install -r requirements-dev.txt -e .
+	touch $(STAMP)
+
+run notebooks: $(STAMP)
+	$(BIN)/python tests/run_notebooks.py $(NB)
+
+test: lint unit nbval
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+nbval: $(STAMP)
+	$(if $(NOTEBOOKS),,@echo "no notebooks yet"; exit 0)
+	LLMS_SCALE=tiny $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
+		--sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS) $(NOTEBOOKS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(filter-out %.ipynb,$(LINT_PATHS))
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+	$(BIN)/ruff format $(filter-out %.ipynb,$(LINT_PATHS))
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+data: $(STAMP)
+	$(BIN)/python data/make_data.py
+
+bench: $(STAMP)
+	$(BIN)/python tests/bench_bpe.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache notebooks/.ipynb_checkpoints
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
