@@ -49,7 +49,7 @@ unit: $(STAMP)
 nbval: $(STAMP)
 	$(if $(NOTEBOOKS),,@echo "no notebooks yet"; exit 0)
 	LLMS_SCALE=tiny $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
-		--sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS) $(NOTEBOOKS)
+		--nbval-sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS) $(NOTEBOOKS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
