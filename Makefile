@@ -13,14 +13,15 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 PYTEST_ARGS ?=
 LINT_PATHS := shared tests $(wildcard data/*.py) $(NOTEBOOKS)
 
-.PHONY: help setup run notebooks test unit nbval lint format lab data check-data pretrain bench clean
+.PHONY: help setup run notebooks test unit nbval lint format lab data pretrain bench clean
 
 help:
 	@echo "make run    - set up if needed, then execute every notebook in order (outputs in place)"
 	@echo "make test   - set up if needed, then lint, unit tests and nbval over every notebook"
 	@echo "make lab    - JupyterLab on the project's environment"
 	@echo "make data   - regenerate data/ (corpora, tokenizer) byte for byte"
-	@echo "make bench  - print speed figures (tokenizer)"
+	@echo "make bench  - print speed figures (tokenizer, training, KV cache)"
+	@echo "make pretrain - train the released base model (data/checkpoints/base_small.pt)"
 	@echo "make lint   - ruff on the package, the tests and the notebooks"
 	@echo "make clean  - remove the environment and caches"
 
@@ -67,6 +68,11 @@ data: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench_bpe.py
+	$(BIN)/python tests/bench_training.py
+	$(BIN)/python tests/bench_kv_cache.py
+
+pretrain: $(STAMP)
+	$(BIN)/python data/pretrain.py --scale small
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache notebooks/.ipynb_checkpoints

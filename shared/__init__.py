@@ -8,7 +8,13 @@ One module per concern:
 - ``python_corpus``: a real-text corpus made from text that ships with CPython.
 - ``bpe``: a byte-level BPE tokenizer trained from scratch, and its ``tiktoken`` wrapper.
 - ``datasets``: the sliding-window next-token dataset and its DataLoader.
-- ``attention``: causal multi-head self-attention.
+- ``attention``: causal multi-head self-attention, with a KV cache for generation.
+- ``gpt``: the GPT model, its configs (GPT-2, GPT-3, the project's presets) and size counts.
+- ``gpt2_checkpoint``: GPT-2 weights in the Hugging Face layout, in and out.
+- ``training``: next-token loss, the training loop, AdamW groups, schedule, baselines.
+- ``checkpoints``: atomic saves and safe, validated loads.
+- ``distributed``: data-parallel training with torchrun.
+- ``decoding``: temperature, top-k, top-p and generation with the KV cache.
 """
 
 from shared.runtime import DATA_DIR, REPO_DIR, Runtime, setup

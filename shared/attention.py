@@ -3,6 +3,10 @@
 Two paths compute the same thing: the explicit one (scores, mask, softmax, dropout, written
 out so it can be read and inspected) and the fused one (``F.scaled_dot_product_attention``,
 which picks a faster kernel). Tests and the notebook check that they agree to 1e-6.
+
+For generation, ``forward(x, kv_cache=...)`` takes a ``LayerKVCache``: the keys and values
+of earlier positions are kept, so each new token only computes its own (chapter 5).
+``KVCache`` holds one ``LayerKVCache`` per transformer block.
 """
 
 from __future__ import annotations
@@ -58,6 +62,104 @@ def scaled_dot_product_attention(
     return weights @ v, weights  # (..., T_q, d_v), (..., T_q, T_k)
 
 
+class LayerKVCache:
+    """The keys and values one attention layer has computed so far, for generation.
+
+    Shapes are ``(batch, num_heads, max_len, head_dim)``; only the first ``length``
+    positions are filled. ``update(k, v)`` appends a call's new keys/values and returns
+    everything cached, ready to attend over.
+
+    Design choice: the buffers are preallocated to ``max_len`` (the context length) on the
+    first update, and later updates write into them in place. The alternative, growing two
+    tensors with ``torch.cat`` on every step, needs no size up front and holds no unused
+    memory, but copies the whole cache on every new token (O(T) per step, O(T^2) over a
+    generation) and reallocates each time. Preallocation costs
+    ``2 * batch * d_out * max_len`` numbers per layer from the start, which is small and
+    known in advance because ``max_len`` is bounded by the context length anyway.
+
+    Meant for inference (under ``torch.no_grad()``): the in-place writes would break
+    backpropagation through earlier steps.
+    """
+
+    def __init__(self, max_len: int) -> None:
+        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+            raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+        self.max_len = max_len
+        self.length = 0
+        self.keys: Tensor | None = None  # (b, heads, max_len, head_dim), allocated lazily
+        self.values: Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget every position (the buffers are kept and reused)."""
+        self.length = 0
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append ``k``, ``v`` ``(b, heads, T, head_dim)``; return all cached keys, values."""
+        if k.dim() != 4 or k.shape != v.shape:
+            raise ValueError(
+                "expected keys and values of shape (batch, heads, T, head_dim), got "
+                f"{tuple(k.shape)} and {tuple(v.shape)}"
+            )
+        b, h, T, hd = k.shape
+        if self.length + T > self.max_len:
+            raise ValueError(
+                f"the KV cache holds {self.length} positions and cannot take {T} more: "
+                f"its size is the context length {self.max_len}; reset it and re-encode the "
+                "last context_length tokens instead"
+            )
+        full = (b, h, self.max_len, hd)
+        if self.length == 0 and (
+            self.keys is None
+            or self.keys.shape != full
+            or (self.keys.dtype, self.keys.device) != (k.dtype, k.device)
+        ):
+            self.keys, self.values = k.new_zeros(full), v.new_zeros(full)
+        elif self.keys.shape != full:
+            B, H, _, HD = self.keys.shape
+            raise ValueError(
+                f"the KV cache holds keys for batch={B}, heads={H}, head_dim={HD}, but got "
+                f"keys of shape {tuple(k.shape)}; reset() it to start a new batch"
+            )
+        end = self.length + T
+        self.keys[:, :, self.length : end] = k
+        self.values[:, :, self.length : end] = v
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def __repr__(self) -> str:
+        return f"LayerKVCache(length={self.length}, max_len={self.max_len})"
+
+
+class KVCache:
+    """One ``LayerKVCache`` per transformer block, all filled in step by the model.
+
+    ``GPTModel.forward(idx, kv_cache=cache)`` passes ``cache.layers[i]`` to block ``i`` and
+    places the new tokens at positions ``cache.length ...``. ``max_len`` is the model's
+    context length: absolute position embeddings end there.
+    """
+
+    def __init__(self, n_layers: int, max_len: int) -> None:
+        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+            raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
+        self.max_len = max_len
+        self.layers = [LayerKVCache(max_len) for _ in range(n_layers)]
+
+    @property
+    def length(self) -> int:
+        """Positions cached so far (the same in every layer after each model call)."""
+        return self.layers[0].length
+
+    def reset(self) -> None:
+        for layer in self.layers:
+            layer.reset()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __repr__(self) -> str:
+        return f"KVCache(n_layers={len(self.layers)}, length={self.length}, max_len={self.max_len})"
+
+
 class MultiHeadAttention(nn.Module):
     """Causal multi-head self-attention: ``(batch, T, d_in) -> (batch, T, d_out)``.
 
@@ -97,7 +199,15 @@ class MultiHeadAttention(nn.Module):
         # Not persistent: it is rebuilt from context_length, so checkpoints need not carry it.
         self.register_buffer("mask", causal_mask(context_length), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, kv_cache: LayerKVCache | None = None) -> Tensor:
+        """``(b, T, d_in) -> (b, T, d_out)``; with ``kv_cache``, ``x`` continues the cache.
+
+        With a cache holding ``past`` positions, the ``T`` new queries sit at positions
+        ``past .. past + T - 1`` and see the keys ``0 .. past + T - 1`` causally. The
+        cache-free path is the one chapter 2 builds, unchanged.
+        """
+        if kv_cache is not None:
+            return self._forward_cached(x, kv_cache)
         if x.dim() != 3 or x.shape[-1] != self.d_in:
             raise ValueError(
                 f"expected input of shape (batch, T, d_in={self.d_in}), got {tuple(x.shape)}"
@@ -119,6 +229,40 @@ class MultiHeadAttention(nn.Module):
             out, _ = scaled_dot_product_attention(
                 q, k, v, mask=self.mask[:T, :T], dropout=self.dropout
             )  # out: (b, num_heads, T, head_dim)
+        out = out.transpose(1, 2).contiguous().view(b, T, self.d_out)  # (b, T, d_out)
+        return self.out_proj(out)
+
+    def _forward_cached(self, x: Tensor, cache: LayerKVCache) -> Tensor:
+        if not isinstance(cache, LayerKVCache):
+            raise TypeError(
+                f"kv_cache must be a LayerKVCache (one layer of a KVCache), got "
+                f"{type(cache).__name__}"
+            )
+        if x.dim() != 3 or x.shape[-1] != self.d_in:
+            raise ValueError(
+                f"expected input of shape (batch, T, d_in={self.d_in}), got {tuple(x.shape)}"
+            )
+        b, T, _ = x.shape
+        past = cache.length
+        if past + T > self.context_length:
+            raise ValueError(
+                f"the KV cache holds {past} positions; {T} more would exceed the context "
+                f"length {self.context_length}"
+            )
+        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)  # each (b, T, d_out)
+        q = q.view(b, T, self.num_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, T, self.num_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, T, self.num_heads, self.head_dim).transpose(1, 2)
+        k, v = cache.update(k, v)  # (b, num_heads, past + T, head_dim): old and new keys
+        # Rows past..past+T-1 of the causal mask: query i may see keys 0..past+i.
+        mask = self.mask[past : past + T, : past + T]  # (T, past + T), True = hidden
+        if self.fused:
+            p = self.dropout.p if self.training else 0.0
+            # is_causal=True would align the mask to the top-left corner when there are
+            # fewer queries than keys; pass our own (SDPA's bool mask means "may attend").
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=~mask, dropout_p=p)
+        else:
+            out, _ = scaled_dot_product_attention(q, k, v, mask=mask, dropout=self.dropout)
         out = out.transpose(1, 2).contiguous().view(b, T, self.d_out)  # (b, T, d_out)
         return self.out_proj(out)
 

@@ -14,6 +14,10 @@ checkpoints); ``MODEL_PRESETS`` holds the sizes this project trains, keyed by th
 Submodule names (``tok_emb``, ``pos_emb``, ``trf_blocks.{i}.att`` / ``.ff`` / ``.norm1`` /
 ``.norm2``, ``final_norm``, ``out_head``) are part of the interface: checkpoints and the
 hooks of later chapters refer to them.
+
+``GPTModel.forward(idx, kv_cache=...)`` continues a ``KVCache`` (see ``shared.attention``):
+the new tokens get the positions after the cached ones, and each block attends over its
+cached keys and values. ``shared.decoding`` uses it to generate one token per step.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import Tensor, nn
 
-from shared.attention import MultiHeadAttention
+from shared.attention import KVCache, LayerKVCache, MultiHeadAttention
 
 __all__ = [
     "GELU",
@@ -35,6 +39,7 @@ __all__ = [
     "FeedForward",
     "GPTConfig",
     "GPTModel",
+    "KVCache",
     "LayerNorm",
     "TransformerBlock",
     "count_parameters",
@@ -55,6 +60,10 @@ class GPTConfig:
     dropout on each residual branch. ``qkv_bias`` gives the query/key/value projections a
     bias (GPT-2 has one). ``tie_weights`` makes ``out_head`` reuse the token-embedding
     matrix, as GPT-2 does, which saves ``vocab_size * emb_dim`` parameters.
+    ``fused_attention`` picks the attention path: ``F.scaled_dot_product_attention`` (True,
+    faster, the default for training) or the explicit one that chapter 2 writes out (False,
+    needed to look at the attention weights). Both compute the same function; it changes no
+    parameter, so a checkpoint loads into either.
     Change a field with ``dataclasses.replace(cfg, drop_rate=0.1)``.
     """
 
@@ -66,6 +75,7 @@ class GPTConfig:
     drop_rate: float = 0.0
     qkv_bias: bool = False
     tie_weights: bool = False
+    fused_attention: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -79,7 +89,7 @@ class GPTConfig:
             )
         if not isinstance(self.drop_rate, (int, float)) or not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}")
-        for name in ("qkv_bias", "tie_weights"):
+        for name in ("qkv_bias", "tie_weights", "fused_attention"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"GPTConfig.{name} must be a bool, got {getattr(self, name)!r}")
 
@@ -93,7 +103,10 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> GPTConfig:
-        """Inverse of ``to_dict``; unknown keys are an error (a typo must not be ignored)."""
+        """Inverse of ``to_dict``; unknown keys are an error (a typo must not be ignored).
+
+        Missing keys take their defaults, so dicts saved before a field existed still load.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -253,13 +266,15 @@ class TransformerBlock(nn.Module):
             num_heads=cfg.n_heads,
             dropout=cfg.drop_rate,
             qkv_bias=cfg.qkv_bias,
+            fused=cfg.fused_attention,
         )
         self.norm2 = LayerNorm(cfg.emb_dim)
         self.ff = FeedForward(cfg)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x: Tensor) -> Tensor:  # (b, T, emb_dim) -> (b, T, emb_dim)
-        x = x + self.drop_shortcut(self.att(self.norm1(x)))
+    def forward(self, x: Tensor, kv_cache: LayerKVCache | None = None) -> Tensor:
+        # (b, T, emb_dim) -> (b, T, emb_dim); kv_cache is this block's layer of a KVCache
+        x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache=kv_cache))
         x = x + self.drop_shortcut(self.ff(self.norm2(x)))
         return x
 
@@ -275,6 +290,10 @@ class GPTModel(nn.Module):
     later positions. Inputs longer than ``context_length`` are an error here (there is no
     position embedding for them); ``generate_greedy`` crops to the last ``context_length``
     tokens instead.
+
+    ``forward(idx, kv_cache=cache)`` treats ``idx`` as the continuation of what ``cache``
+    (from ``new_kv_cache()``) already holds: its tokens get positions ``cache.length ...``
+    and attend to the cached keys and values too; their own are appended to the cache.
     """
 
     def __init__(self, cfg: GPTConfig | Mapping) -> None:
@@ -317,7 +336,11 @@ class GPTModel(nn.Module):
             nn.init.normal_(block.att.out_proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(block.ff.layers[2].weight, mean=0.0, std=residual_std)
 
-    def forward(self, idx: Tensor) -> Tensor:
+    def new_kv_cache(self) -> KVCache:
+        """An empty ``KVCache`` for this model: one layer per block, context_length long."""
+        return KVCache(self.cfg.n_layers, self.cfg.context_length)
+
+    def forward(self, idx: Tensor, kv_cache: KVCache | None = None) -> Tensor:
         cfg = self.cfg
         if idx.dim() != 2:
             raise ValueError(
@@ -340,10 +363,34 @@ class GPTModel(nn.Module):
                     f"token id {bad} is outside [0, vocab_size={cfg.vocab_size}); was the "
                     "text encoded with a different tokenizer?"
                 )
+        if kv_cache is not None:
+            return self._forward_cached(idx, kv_cache)
         pos = torch.arange(T, device=idx.device)  # (T,)
         x = self.tok_emb(idx) + self.pos_emb(pos)  # (b, T, emb_dim) + (T, emb_dim) broadcasts
         x = self.drop_emb(x)
         x = self.trf_blocks(x)  # (b, T, emb_dim)
+        x = self.final_norm(x)
+        return self.out_head(x)  # (b, T, vocab_size)
+
+    def _forward_cached(self, idx: Tensor, kv_cache: KVCache) -> Tensor:
+        if not isinstance(kv_cache, KVCache):
+            raise TypeError(f"kv_cache must be a KVCache, got {type(kv_cache).__name__}")
+        if len(kv_cache.layers) != len(self.trf_blocks):
+            raise ValueError(
+                f"the KV cache has {len(kv_cache.layers)} layers, the model "
+                f"{len(self.trf_blocks)} blocks; make it with model.new_kv_cache()"
+            )
+        past, T = kv_cache.length, idx.shape[1]
+        if past + T > self.cfg.context_length:
+            raise ValueError(
+                f"the KV cache holds {past} positions; {T} more would exceed the context "
+                f"length {self.cfg.context_length} (there are no position embeddings past "
+                "it): reset the cache and re-encode the last context_length tokens"
+            )
+        pos = torch.arange(past, past + T, device=idx.device)  # positions after the cached ones
+        x = self.drop_emb(self.tok_emb(idx) + self.pos_emb(pos))  # (b, T, emb_dim)
+        for block, layer_cache in zip(self.trf_blocks, kv_cache.layers, strict=True):
+            x = block(x, kv_cache=layer_cache)
         x = self.final_norm(x)
         return self.out_head(x)  # (b, T, vocab_size)
 

@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from shared.attention import (
+    KVCache,
+    LayerKVCache,
+    MultiHeadAttention,
+    causal_mask,
+    scaled_dot_product_attention,
+)
 
 
 def make_mha(d_in: int = 12, d_out: int = 16, context_length: int = 8, num_heads: int = 4,
@@ -136,3 +142,34 @@ def test_dropout_only_in_training() -> None:
         assert torch.allclose(mha(x), no_drop(x), atol=1e-6)
         mha.train()
         assert not torch.allclose(mha(x), no_drop(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_kv_cache_matches_full_attention(fused: bool) -> None:
+    mha = make_mha(fused=fused)
+    x = torch.randn(2, 8, 12)
+    cache = LayerKVCache(max_len=8)
+    with torch.no_grad():
+        # Queries at positions past..past+T-1 must see keys 0..past+T-1, causally.
+        parts = [mha(x[:, a:b], kv_cache=cache) for a, b in [(0, 3), (3, 4), (4, 8)]]
+        torch.testing.assert_close(torch.cat(parts, dim=1), mha(x), atol=1e-6, rtol=0)
+    assert cache.length == 8 and cache.keys.shape == (2, 4, 8, 4)
+    with pytest.raises(ValueError, match="holds 8 positions; 1 more would exceed"):
+        mha(x[:, :1], kv_cache=cache)
+    with pytest.raises(TypeError, match="LayerKVCache"):
+        mha(x, kv_cache=KVCache(1, 8))  # the whole-model cache, not one layer of it
+
+
+def test_layer_kv_cache_update_and_reset() -> None:
+    cache = LayerKVCache(max_len=5)
+    k, v = torch.randn(2, 1, 2, 3, 4).unbind(0)
+    keys, values = cache.update(k, v)
+    assert torch.equal(keys, k) and torch.equal(values, v)
+    keys, _ = cache.update(k[:, :, :2], v[:, :, :2])
+    assert keys.shape == (1, 2, 5, 4) and torch.equal(keys[:, :, 3:], k[:, :, :2])
+    with pytest.raises(ValueError, match="holds 5 positions and cannot take 1 more"):
+        cache.update(k[:, :, :1], v[:, :, :1])
+    cache.reset()
+    assert cache.length == 0 and len(KVCache(3, 5).layers) == 3
+    with pytest.raises(ValueError, match="max_len must be a positive int"):
+        LayerKVCache(0)

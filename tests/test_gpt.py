@@ -200,3 +200,38 @@ def test_generate_greedy_stops_at_eos():
     stopped = generate_greedy(model, start, max_new_tokens=10, eos_id=eos)
     first_eos = (full[0, 3:] == eos).nonzero()[0].item() + 3
     assert torch.equal(stopped[0], full[0, : first_eos + 1])
+
+
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_explicit_and_fused_attention_give_the_same_logits(qkv_bias):
+    cfg = dataclasses.replace(SMALL, qkv_bias=qkv_bias)
+    assert cfg.fused_attention  # the default: training uses F.scaled_dot_product_attention
+    fused = make_model(cfg)
+    explicit = make_model(dataclasses.replace(cfg, fused_attention=False))
+    explicit.load_state_dict(fused.state_dict())  # same parameters: the flag adds none
+    assert fused.trf_blocks[0].att.fused and not explicit.trf_blocks[0].att.fused
+    idx = torch.randint(0, cfg.vocab_size, (3, cfg.context_length))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(idx), explicit(idx), atol=1e-5, rtol=0)
+
+
+def test_config_from_old_dict_and_flag_validation():
+    old = {k: v for k, v in SMALL.to_dict().items() if k != "fused_attention"}
+    assert GPTConfig.from_dict(old) == SMALL  # saved before the field existed: the default
+    assert SMALL.to_dict()["fused_attention"] is True
+    with pytest.raises(ValueError, match="fused_attention must be a bool"):
+        dataclasses.replace(SMALL, fused_attention=1)
+
+
+def test_kv_cache_positions_continue_from_the_cache():
+    model = make_model()
+    idx = torch.randint(0, SMALL.vocab_size, (2, 8))
+    cache = model.new_kv_cache()
+    with torch.no_grad():
+        first = model(idx[:, :6], kv_cache=cache)
+        last = model(idx[:, 6:], kv_cache=cache)  # positions 6 and 7, not 0 and 1
+        full = model(idx)
+    assert cache.length == 8
+    torch.testing.assert_close(torch.cat([first, last], 1), full, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="would exceed the context length 8"):
+        model(idx[:, :1], kv_cache=cache)

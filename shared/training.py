@@ -1,0 +1,434 @@
+"""Pretraining a GPT: the loss, the optimizer, the learning-rate schedule and the loop.
+
+- ``next_token_loss``: cross-entropy between each position's logits and the next token.
+- ``evaluate_loss`` and ``perplexity``: the numbers a training run is judged by.
+- ``make_optimizer``: AdamW with weight decay on matrices only.
+- ``lr_at``: linear warmup, then cosine decay to a floor.
+- ``TokenBatches``: batches that are a pure function of ``(seed, batch index)``, so the
+  data position is one integer that a checkpoint can store, and data-parallel ranks can
+  each take their slice of the same global batch.
+- ``train``: the one training loop used by the notebook, ``data/pretrain.py`` and the
+  data-parallel launcher (periodic evaluation, clipping, schedule, checkpoints, resume).
+- ``bigram_baseline``: the count-based model that any GPT worth training must beat.
+- ``fact_probe_accuracy``: how many tiny-world facts the model completes exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from shared.checkpoints import load_checkpoint, save_checkpoint
+from shared.datasets import SlidingWindowDataset
+from shared.gpt import generate_greedy
+
+__all__ = [
+    "TokenBatches",
+    "bigram_baseline",
+    "evaluate_loss",
+    "fact_probe_accuracy",
+    "lr_at",
+    "make_optimizer",
+    "next_token_loss",
+    "perplexity",
+    "sample_printer",
+    "train",
+]
+
+HISTORY_KEYS = ("steps", "tokens_seen", "train_loss", "val_loss", "lr", "elapsed")
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def next_token_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy of predicting ``targets`` (b, T) from ``inputs`` (b, T).
+
+    ``F.cross_entropy`` wants one row of logits per prediction, so the batch and time axes
+    are flattened: ``(b, T, V) -> (b*T, V)`` against ``(b*T,)`` targets. Targets equal to
+    -100 (the default ``ignore_index``) are left out of the mean.
+    """
+    logits = model(inputs)  # (b, T, V)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], max_batches: int | None = None
+) -> float:
+    """Mean next-token loss over ``loader`` (or its first ``max_batches`` batches).
+
+    Each batch is weighted by its number of (non-ignored) targets, so the result is the mean
+    over tokens even when the last batch is smaller. The model runs in eval mode (no
+    dropout) and its previous mode is restored.
+    """
+    was_training, device = model.training, _device_of(model)
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for i, (inputs, targets) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            n = int((targets != -100).sum())
+            total += next_token_loss(model, inputs.to(device), targets.to(device)).item() * n
+            count += n
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate_loss got no batches (an empty loader or max_batches=0)")
+    return total / count
+
+
+def perplexity(loss: float | Tensor) -> float:
+    """``exp(loss)``: the number of equally likely tokens the model is as unsure as."""
+    return math.exp(float(loss))
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+def make_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.95),
+) -> torch.optim.AdamW:
+    """AdamW with two parameter groups: weight decay for matrices, none for vectors.
+
+    nanoGPT's rule: every parameter with ``dim >= 2`` decays (linear weights and the
+    embeddings; the tied token-embedding / output-head matrix is 2-D and counted once),
+    every 1-D parameter does not (biases, LayerNorm scale and shift). Decay pulls weights
+    towards zero; on a LayerNorm scale, whose neutral value is 1, that would only hurt.
+    ``betas=(0.9, 0.95)`` is the GPT-3 / nanoGPT choice for short, noisy runs.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def lr_at(
+    step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0
+) -> float:
+    """Learning rate for ``step`` (0-based): linear warmup, then cosine decay to ``min_lr``.
+
+    Warmup rises from ``max_lr / warmup_steps`` to ``max_lr`` at step ``warmup_steps - 1``
+    (Adam's early moment estimates are noisy, so big first steps would be erratic). Then
+    half a cosine brings it down to ``min_lr`` at ``total_steps``; later steps stay there.
+    """
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(
+            f"need 0 <= warmup_steps <= total_steps, got {warmup_steps}, {total_steps}"
+        )
+    if step < 0 or min_lr < 0 or min_lr > max_lr:
+        raise ValueError(
+            f"need step >= 0 and 0 <= min_lr <= max_lr, got {step}, {min_lr}, {max_lr}"
+        )
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)  # 0 -> 1
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class TokenBatches:
+    """Shuffled training batches where batch ``i`` depends only on ``(seed, i)``.
+
+    The corpus is cut into windows (``SlidingWindowDataset``); each epoch visits every
+    window once in an order drawn from a generator seeded by ``(seed, epoch)``. Because
+    ``batches[i]`` is a pure function, "where are we in the data" is the single integer
+    ``i``: a checkpoint stores it and a resumed run continues with exactly the batches an
+    uninterrupted run would have seen.
+
+    ``batch_size`` is the global batch. With ``world_size > 1`` (data-parallel training)
+    rank ``r`` gets rows ``[r * b, (r + 1) * b)`` of every global batch, ``b = batch_size /
+    world_size``, so the ranks together see exactly what one process would see.
+    """
+
+    def __init__(
+        self,
+        token_ids: Sequence[int] | Tensor,
+        context_length: int,
+        batch_size: int,
+        stride: int | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.dataset = SlidingWindowDataset(token_ids, context_length, stride or context_length)
+        if batch_size < 1 or batch_size % world_size != 0:
+            raise ValueError(
+                f"batch_size={batch_size} must be a positive multiple of world_size={world_size}"
+            )
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} is outside 0..{world_size - 1}")
+        if len(self.dataset) < batch_size:
+            raise ValueError(
+                f"only {len(self.dataset)} windows, fewer than one batch of {batch_size}"
+            )
+        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.local_batch_size = batch_size // world_size
+        self._order: tuple[int, Tensor] | None = None  # (epoch, window order) cache
+
+    def __len__(self) -> int:
+        """Batches per epoch (the last incomplete batch of each epoch is dropped)."""
+        return len(self.dataset) // self.batch_size
+
+    @property
+    def tokens_per_batch(self) -> int:
+        """Tokens in one global batch (all ranks together)."""
+        return self.batch_size * self.dataset.context_length
+
+    def _epoch_order(self, epoch: int) -> Tensor:
+        if self._order is None or self._order[0] != epoch:
+            n = len(self.dataset)
+            if self.shuffle:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                order = torch.randperm(n, generator=g)
+            else:
+                order = torch.arange(n)
+            self._order = (epoch, order)
+        return self._order[1]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        """This rank's part of global batch ``i`` (any ``i >= 0``; epochs repeat)."""
+        if i < 0:
+            raise IndexError(f"batch index must be >= 0, got {i}")
+        epoch, j = divmod(i, len(self))
+        start = j * self.batch_size + self.rank * self.local_batch_size
+        rows = self._epoch_order(epoch)[start : start + self.local_batch_size]
+        pairs = [self.dataset[int(r)] for r in rows]
+        return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
+
+    def __iter__(self):
+        """One epoch, for ``evaluate_loss``; training indexes batches directly."""
+        return (self[i] for i in range(len(self)))
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _mean_over_ranks(value: float) -> float:
+    """The mean of ``value`` over data-parallel ranks (itself when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.item() / dist.get_world_size()
+
+
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_batches: TokenBatches,
+    val_loader: Iterable[tuple[Tensor, Tensor]],
+    max_steps: int,
+    lr_schedule: Callable[[int], float] | None = None,
+    grad_clip: float | None = 1.0,
+    eval_every: int = 50,
+    eval_batches: int = 10,
+    on_eval: Callable[[int, nn.Module], None] | None = None,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume_from: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, list]:
+    """Train ``model`` until ``max_steps`` optimizer steps in total; return the history.
+
+    One step: take global batch number ``data_position`` (this rank's slice of it), set the
+    learning rate from ``lr_schedule(step)`` (if given), forward, backward, clip the gradient
+    norm to ``grad_clip`` (if given), optimizer step. Every ``eval_every`` steps and at the
+    end, the loss on ``eval_batches`` fixed training batches and validation batches goes
+    into the history and ``on_eval(step, model)`` is called (e.g. to print a sample).
+    Every ``checkpoint_every`` steps and at the end, a checkpoint with everything needed to
+    resume is written to ``checkpoint_path`` (a ``{step}`` in the path is replaced by the
+    step, to keep every checkpoint instead of overwriting one).
+
+    ``model`` may be wrapped in ``DistributedDataParallel``: gradients are then averaged
+    over ranks during ``backward``, evaluation losses are averaged over ranks, and only
+    rank 0 shows progress, calls ``on_eval`` and writes checkpoints.
+
+    ``resume_from`` loads a checkpoint written by this function (weights, optimizer state,
+    step, data position, tokens seen, history, RNG state) and continues as if never
+    stopped: same thread count, same batches, same numbers.
+
+    History (one entry per evaluation): ``steps``, ``tokens_seen``, ``train_loss``,
+    ``val_loss``, ``lr`` and ``elapsed`` (seconds of training).
+    """
+    raw = getattr(model, "module", model)  # the bare model inside a DDP wrapper
+    device = _device_of(raw)
+    distributed = dist.is_available() and dist.is_initialized()
+    world = dist.get_world_size() if distributed else 1
+    is_main = not distributed or dist.get_rank() == 0
+    if train_batches.world_size != world:
+        raise ValueError(
+            f"train_batches is split for world_size={train_batches.world_size}, "
+            f"but {world} process(es) are training"
+        )
+    for name, value in (("max_steps", max_steps), ("eval_every", eval_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if checkpoint_every is not None and checkpoint_path is None:
+        raise ValueError("checkpoint_every needs a checkpoint_path to write to")
+
+    step, data_position, tokens_seen = 0, 0, 0
+    history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from, raw, optimizer)
+        step, data_position = ckpt["step"], ckpt["data_position"]
+        tokens_seen = ckpt["extra"]["tokens_seen"]
+        history = {key: list(ckpt["extra"]["history"][key]) for key in HISTORY_KEYS}
+        torch.set_rng_state(ckpt["extra"]["rng_state"])  # CPU dropout masks continue as well
+    elapsed_before = history["elapsed"][-1] if history["elapsed"] else 0.0
+    eval_train = [train_batches[i] for i in range(min(eval_batches, len(train_batches)))]
+    lr = optimizer.param_groups[0]["lr"]
+
+    def record() -> None:
+        history["steps"].append(step)
+        history["tokens_seen"].append(tokens_seen)
+        history["train_loss"].append(_mean_over_ranks(evaluate_loss(raw, eval_train)))
+        history["val_loss"].append(_mean_over_ranks(evaluate_loss(raw, val_loader, eval_batches)))
+        history["lr"].append(lr)
+        history["elapsed"].append(elapsed_before + time.perf_counter() - start)
+
+    def save() -> None:
+        extra = {"tokens_seen": tokens_seen, "history": history, "rng_state": torch.get_rng_state()}
+        path = str(checkpoint_path).format(step=step)  # "run_{step}.pt" keeps every checkpoint
+        config = getattr(raw, "cfg", None)
+        save_checkpoint(path, raw, optimizer, step, config, data_position, extra)
+
+    start = time.perf_counter()
+    bar = tqdm(total=max_steps, initial=step, disable=not (progress and is_main), unit="step")
+    model.train()
+    while step < max_steps:
+        if lr_schedule is not None:
+            lr = lr_schedule(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        inputs, targets = train_batches[data_position]
+        inputs, targets = inputs.to(device), targets.to(device)
+        loss = next_token_loss(model, inputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # under DDP this also averages the gradients over ranks
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        step, data_position = step + 1, data_position + 1
+        tokens_seen += inputs.numel() * world
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", refresh=False)
+        if step % eval_every == 0 or step == max_steps:
+            record()
+            if is_main:
+                bar.set_postfix(val=f"{history['val_loss'][-1]:.3f}", refresh=True)
+                if on_eval is not None:
+                    on_eval(step, raw)
+        at_checkpoint = checkpoint_every is not None and step % checkpoint_every == 0
+        if is_main and checkpoint_path is not None and (at_checkpoint or step == max_steps):
+            save()
+    bar.close()
+    return history
+
+
+def sample_printer(encoding, prompt: str, max_new_tokens: int = 24) -> Callable:
+    """An ``on_eval`` callback that prints the greedy continuation of ``prompt``."""
+    ids = encoding.encode(prompt, allowed_special="all")
+
+    def on_eval(step: int, model: nn.Module) -> None:
+        idx = torch.tensor([ids], device=_device_of(model))
+        out = generate_greedy(model, idx, max_new_tokens)[0, len(ids) :].tolist()
+        text = encoding.decode(out).replace("\n", "\\n")
+        tqdm.write(f"step {step:>5}: {prompt}|{text}")
+
+    return on_eval
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def bigram_baseline(
+    train_ids: Sequence[int] | Tensor,
+    val_ids: Sequence[int] | Tensor,
+    vocab_size: int,
+    smoothing: float = 0.01,
+) -> dict[str, float]:
+    """Validation loss and perplexity of a count-based bigram model with add-k smoothing.
+
+    ``P(b | a) = (count(a, b) + k) / (count(a) + k * V)``, counted on ``train_ids``:
+    the next token predicted from the current one alone. A transformer that cannot beat
+    this has not learned to use its context. ``k > 0`` gives unseen pairs some probability
+    (an infinite loss otherwise); a small ``k`` suits a vocabulary where most pairs never
+    occur.
+    """
+    if smoothing <= 0:
+        raise ValueError(
+            f"smoothing must be > 0 (unseen pairs would get probability 0), got {smoothing}"
+        )
+    train = torch.as_tensor(train_ids, dtype=torch.long)
+    val = torch.as_tensor(val_ids, dtype=torch.long)
+    for name, ids in (("train_ids", train), ("val_ids", val)):
+        if len(ids) < 2 or int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+            raise ValueError(f"{name} needs >= 2 ids, all in [0, {vocab_size})")
+    V = vocab_size
+    pair_counts = torch.bincount(train[:-1] * V + train[1:], minlength=V * V)  # row-major (a, b)
+    row_counts = torch.bincount(train[:-1], minlength=V)
+    counts = pair_counts[val[:-1] * V + val[1:]].double()
+    probs = (counts + smoothing) / (row_counts[val[:-1]].double() + smoothing * V)
+    loss = -probs.log().mean().item()
+    return {"val_loss": loss, "val_perplexity": math.exp(loss), "smoothing": smoothing}
+
+
+@torch.no_grad()
+def fact_probe_accuracy(
+    model: nn.Module, encoding, probes: Sequence, device: torch.device | str | None = None
+) -> tuple[float, list[dict]]:
+    """Greedy-complete every probe prompt; count exact matches of the answer's tokens.
+
+    A probe has ``.prompt`` and ``.answer`` (``"Nora lives in"`` -> ``" Redhill"``). The
+    model must produce exactly the answer's token ids right after the prompt. Prompts with
+    the same number of tokens are completed together in one batch. Returns the accuracy
+    and one dict per probe (``prompt``, ``answer``, ``predicted`` text, ``correct``).
+    """
+    if not probes:
+        raise ValueError("fact_probe_accuracy needs at least one probe")
+    device = torch.device(device) if device is not None else _device_of(model)
+    prompts = [encoding.encode(p.prompt) for p in probes]
+    answers = [encoding.encode(p.answer) for p in probes]
+    by_length: dict[int, list[int]] = {}
+    for i, ids in enumerate(prompts):
+        by_length.setdefault(len(ids), []).append(i)
+    results: list[dict | None] = [None] * len(probes)
+    for length, members in by_length.items():
+        idx = torch.tensor([prompts[i] for i in members], device=device)
+        n_new = max(len(answers[i]) for i in members)
+        out = generate_greedy(model, idx, n_new)[:, length:].tolist()
+        for i, generated in zip(members, out):
+            predicted = generated[: len(answers[i])]
+            results[i] = {
+                "prompt": probes[i].prompt,
+                "answer": probes[i].answer,
+                "predicted": encoding.decode(predicted),
+                "correct": predicted == answers[i],
+            }
+    accuracy = sum(r["correct"] for r in results) / len(results)
+    return accuracy, results
