@@ -116,16 +116,21 @@ class GPTConfig:
         return cls(**d)
 
 
-def _gpt2(emb_dim: int, n_layers: int, n_heads: int) -> GPTConfig:
+def _openai(emb_dim: int, n_layers: int, n_heads: int, context_length: int) -> GPTConfig:
+    """GPT-2 and GPT-3 share the tokenizer (50,257 ids), qkv biases and tied weights."""
     return GPTConfig(
         vocab_size=50257,
-        context_length=1024,
+        context_length=context_length,
         emb_dim=emb_dim,
         n_heads=n_heads,
         n_layers=n_layers,
         qkv_bias=True,
         tie_weights=True,
     )
+
+
+def _gpt2(emb_dim: int, n_layers: int, n_heads: int) -> GPTConfig:
+    return _openai(emb_dim, n_layers, n_heads, context_length=1024)
 
 
 # The four public GPT-2 sizes (Radford et al., 2019), named as in the released checkpoints.
@@ -138,15 +143,7 @@ GPT2_CONFIGS: dict[str, GPTConfig] = {
 
 
 def _gpt3(emb_dim: int, n_layers: int, n_heads: int) -> GPTConfig:
-    return GPTConfig(
-        vocab_size=50257,
-        context_length=2048,
-        emb_dim=emb_dim,
-        n_heads=n_heads,
-        n_layers=n_layers,
-        qkv_bias=True,
-        tie_weights=True,
-    )
+    return _openai(emb_dim, n_layers, n_heads, context_length=2048)
 
 
 # Shapes from Table 2.1 of the GPT-3 paper (Brown et al., 2020). GPT-3 also alternates dense

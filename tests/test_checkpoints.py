@@ -14,13 +14,7 @@ from shared.training import make_optimizer, next_token_loss
 CFG = GPTConfig(vocab_size=64, context_length=16, emb_dim=32, n_heads=2, n_layers=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and a busy machine makes two much slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(seed: int, cfg: GPTConfig = CFG) -> GPTModel:
