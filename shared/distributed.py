@@ -78,8 +78,13 @@ def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
 
 
 def cleanup() -> None:
-    """Leave the process group (call once at the end of a distributed script)."""
+    """Leave the process group (call once at the end of a distributed script).
+
+    The barrier waits until every rank is done (rank 0 may still be saving): a rank that
+    tears down its gloo connections while a peer is still using them can abort the peer.
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
