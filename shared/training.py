@@ -318,7 +318,15 @@ def train(
         save_checkpoint(path, raw, optimizer, step, config, data_position, extra)
 
     start = time.perf_counter()
-    bar = tqdm(total=max_steps, initial=step, disable=not (progress and is_main), unit="step")
+    # Refresh at most once a second: in a notebook each refresh is a widget message, and a
+    # flood of them slows the kernel (and the tools that run notebooks) for nothing.
+    bar = tqdm(
+        total=max_steps,
+        initial=step,
+        disable=not (progress and is_main),
+        unit="step",
+        mininterval=1.0,
+    )
     model.train()
     while step < max_steps:
         if lr_schedule is not None:
