@@ -19,43 +19,24 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent
 try:
     from shared import bpe, python_corpus, tiny_world
+    from shared.files import write_json, write_text
 except ImportError:  # run from a clone where `shared` is not pip-installed
     sys.path.insert(0, str(DATA_DIR.parent))
     from shared import bpe, python_corpus, tiny_world
+    from shared.files import write_json, write_text
 
 WORLD_SEED = 0  # which people exist
 CORPUS_SEED = 0  # which texts describe them
 PYTHON_DOCS_SEED = 0  # which documents go to val
 # Folders whose files the manifest records; a new build step adds its folder here.
 GENERATED_DIRS = ["tiny_world", "python_docs", "tokenizer"]
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` as UTF-8 with "\\n" newlines, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; data files are for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj) -> None:
-    """JSON with sorted keys, indent 1 and a trailing newline (stable, diff-friendly)."""
-    write_text(path, json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False) + "\n")
 
 
 def build_tiny_world(out: Path) -> None:

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +44,7 @@ except ImportError:  # run from a clone where `shared` is not pip-installed
 from shared import bpe, tiny_world
 from shared.checkpoints import save_checkpoint
 from shared.distributed import cleanup, init_distributed, wrap_model
+from shared.files import write_json
 from shared.gpt import MODEL_PRESETS, GPTModel, count_parameters
 from shared.training import (
     TokenBatches,
@@ -90,17 +89,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch threads per process")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
-
-
-def write_json(path: Path, obj: dict) -> None:
-    """Pretty JSON, written atomically (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

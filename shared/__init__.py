@@ -2,6 +2,7 @@
 
 One module per concern:
 
+- ``files``: atomic writes (a temporary file, then one rename).
 - ``runtime``: the one setup call at the top of every notebook (seeds, threads, device,
   scale preset, print options) and the paths of the repository's ``data/`` folder.
 - ``tiny_world``: the seeded synthetic world and its English corpus.

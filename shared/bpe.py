@@ -22,7 +22,6 @@ import html
 import json
 import operator
 import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ import regex
 import tiktoken
 from tqdm.auto import tqdm
 
+from shared.files import atomic_open
 from shared.runtime import DATA_DIR
 from shared.tiny_world import ENDOFTEXT  # the corpus owns the document separator
 
@@ -379,18 +379,8 @@ class BPETokenizer:
             "ranks": [base64.b64encode(t).decode("ascii") for t in by_rank],
         }
         data = (json.dumps(payload, indent=1, ensure_ascii=True) + "\n").encode("ascii")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; this one is for everyone
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as f:
+            f.write(data)
         return path
 
     @classmethod

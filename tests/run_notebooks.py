@@ -20,6 +20,8 @@ from pathlib import Path
 
 import nbformat
 
+from shared.files import atomic_open
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 # Cell metadata that changes on every run (timings) or is editor state, not content.
@@ -64,9 +66,8 @@ def execute(path: Path, timeout: int) -> float:
 
 def write(path: Path, nb: nbformat.NotebookNode) -> None:
     """Atomic write, so an interrupted run never leaves half a notebook behind."""
-    tmp = path.with_suffix(".ipynb.tmp")
-    nbformat.write(nb, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "w", encoding="utf-8", newline="\n") as f:
+        nbformat.write(nb, f)
 
 
 def main(argv: list[str] | None = None) -> int:
