@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
+import hashlib
 import heapq
 import html
 import json
 import operator
 import os
+import weakref
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -112,6 +113,15 @@ class BPETokenizer:
         special_tokens: dict[str, int] | None = None,
         pattern: str = GPT2_SPLIT_PATTERN,
     ) -> None:
+        if not isinstance(ranks, Mapping):
+            raise TypeError(
+                f"ranks must be a dict of token bytes -> id, got {type(ranks).__name__}"
+            )
+        if special_tokens is not None and not isinstance(special_tokens, Mapping):
+            raise TypeError(
+                "special_tokens must be a dict of token text -> id (or None), got "
+                f"{type(special_tokens).__name__} {special_tokens!r}"
+            )
         special_tokens = dict(special_tokens or {})
         _check_table(ranks, special_tokens, pattern)
         self.ranks: dict[bytes, int] = dict(ranks)
@@ -146,8 +156,15 @@ class BPETokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+        if isinstance(vocab_size, bool) or not hasattr(vocab_size, "__index__"):
             raise TypeError(f"vocab_size must be an int, got {vocab_size!r}")
+        vocab_size = operator.index(vocab_size)
+        if isinstance(special_tokens, (str, bytes)) or not isinstance(special_tokens, Iterable):
+            # a bare "EOT" would otherwise become the three tokens "E", "O", "T"
+            raise TypeError(
+                f"special_tokens must be a list of str, got {special_tokens!r}; "
+                f"for one token write [{special_tokens!r}]"
+            )
         special_tokens = list(special_tokens)
         if len(set(special_tokens)) != len(special_tokens) or not all(
             isinstance(s, str) and s for s in special_tokens
@@ -247,26 +264,55 @@ class BPETokenizer:
         return ids
 
     def _encode_chunk(self, piece: bytes) -> list[int]:
-        """BPE one chunk exactly as tiktoken does.
+        """BPE one chunk exactly as tiktoken does, in O(n log n) for n bytes.
 
         A chunk that is a whole token is that token. Otherwise start from single bytes
         and repeatedly merge the adjacent pair whose concatenation has the lowest rank
         (leftmost on a tie) until no adjacent pair forms a token.
+
+        Rescanning every pair after each merge would cost O(n^2) on a long chunk (a
+        100,000-letter word with no spaces), so the parts are a linked list (``nxt[i]``:
+        where the part starting at byte ``i`` ends) and the candidate pairs sit in a heap
+        ordered by ``(rank, start)``: the same lowest-rank, leftmost choice. A merge only
+        creates the two pairs around the merged part; heap entries that a merge made stale
+        are recognised when popped (their part is gone or no longer ends where it did).
         """
-        rank = self.ranks.get(piece)
+        ranks = self.ranks
+        rank = ranks.get(piece)
         if rank is not None:
             return [rank]
-        parts = [piece[i : i + 1] for i in range(len(piece))]
-        while len(parts) > 1:
-            best_rank, best_i = None, -1
-            for i in range(len(parts) - 1):
-                r = self.ranks.get(parts[i] + parts[i + 1])
-                if r is not None and (best_rank is None or r < best_rank):
-                    best_rank, best_i = r, i
-            if best_rank is None:
-                break
-            parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
-        return [self.ranks[p] for p in parts]
+        n = len(piece)
+        nxt = list(range(1, n + 1))  # part starting at i covers piece[i:nxt[i]]
+        prv = list(range(-1, n - 1))  # start of the previous part, -1 for the first
+        alive = [True] * n  # is i still the start of a part?
+        heap = []
+        for i in range(n - 1):
+            r = ranks.get(piece[i : i + 2])
+            if r is not None:
+                heap.append((r, i, i + 2))  # (rank, start of left part, end of right part)
+        heapq.heapify(heap)
+        while heap:
+            _, left, end = heapq.heappop(heap)
+            right = nxt[left] if alive[left] else n
+            if right == n or nxt[right] != end:
+                continue  # stale: a merge has changed one of the two parts since
+            alive[right] = False  # the right part joins the left one
+            nxt[left] = end
+            if end < n:
+                prv[end] = left
+                r = ranks.get(piece[left : nxt[end]])
+                if r is not None:
+                    heapq.heappush(heap, (r, left, nxt[end]))
+            before = prv[left]
+            if before >= 0:
+                r = ranks.get(piece[before:end])
+                if r is not None:
+                    heapq.heappush(heap, (r, before, end))
+        ids, i = [], 0
+        while i < n:
+            ids.append(ranks[piece[i : nxt[i]]])
+            i = nxt[i]
+        return ids
 
     def encode(
         self,
@@ -340,7 +386,21 @@ class BPETokenizer:
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """Concatenate the tokens' bytes; accepts ints, numpy ints or a 1-D integer tensor
         (``operator.index`` refuses floats, which would otherwise be silently truncated)."""
-        return b"".join(self.token_bytes(operator.index(i)) for i in ids)
+        if isinstance(ids, (str, bytes)):
+            raise TypeError(f"ids must be a sequence of token ids, got {type(ids).__name__}")
+        ndim = getattr(ids, "ndim", 1)
+        if ndim != 1:
+            raise ValueError(
+                f"ids must be 1-D (one sequence of token ids), got shape {tuple(ids.shape)}; "
+                "decode a batch row by row"
+            )
+        out = []
+        for i in ids:
+            try:
+                out.append(self.token_bytes(operator.index(i)))
+            except TypeError:
+                raise TypeError(f"ids must be integers, got {i!r}") from None
+        return b"".join(out)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Decode to text; bytes that are not valid UTF-8 (a token split mid-character)
@@ -387,16 +447,15 @@ class BPETokenizer:
     def load(cls, path: str | os.PathLike = TOKENIZER_PATH) -> BPETokenizer:
         """Read a file written by ``save``, checking everything; errors name the file."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no tokenizer file at {path}; run `make data` to train and write it"
-            )
+        return cls._from_json_bytes(_read_tokenizer_file(path), path)
 
+    @classmethod
+    def _from_json_bytes(cls, data: bytes, path: Path) -> BPETokenizer:
         def bad(what: str) -> ValueError:
             return ValueError(f"{path}: {what}")
 
         try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
+            payload = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise bad(f"not a valid JSON file ({e})") from None
         if not isinstance(payload, dict):
@@ -440,6 +499,14 @@ class BPETokenizer:
             mergeable_ranks=dict(self.ranks),
             special_tokens=dict(self.special_tokens),
         )
+
+
+def _read_tokenizer_file(path: Path) -> bytes:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no tokenizer file at {path}; run `make data` to train and write it"
+        )
+    return path.read_bytes()
 
 
 def _pop_most_frequent(
@@ -496,19 +563,79 @@ def load_tokenizer(path: str | os.PathLike = TOKENIZER_PATH) -> BPETokenizer:
     return BPETokenizer.load(path)
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_encoding(resolved: str) -> tiktoken.Encoding:
-    return BPETokenizer.load(resolved).to_tiktoken(Path(resolved).stem)
+# Encodings by (resolved path, SHA-256 of the file): a file that changed on disk is read
+# again instead of returning the vocabulary it used to hold.
+_ENCODINGS: dict[tuple[str, str], tiktoken.Encoding] = {}
 
 
 def get_encoding(path: str | os.PathLike = TOKENIZER_PATH) -> tiktoken.Encoding:
     """The project's tokenizer as a (cached) ``tiktoken.Encoding``: what later chapters use.
 
+    The file is read on every call (a few milliseconds) and the cache is keyed by its
+    content, so rewriting the tokenizer file is seen at once.
+
     >>> enc = get_encoding()
     >>> enc.decode(enc.encode("Nabo lives in Rushcombe."))
     'Nabo lives in Rushcombe.'
     """
-    return _cached_encoding(str(Path(path).resolve()))
+    path = Path(path)
+    data = _read_tokenizer_file(path)
+    key = (str(path.resolve()), hashlib.sha256(data).hexdigest())
+    encoding = _ENCODINGS.get(key)
+    if encoding is None:
+        encoding = BPETokenizer._from_json_bytes(data, path).to_tiktoken(path.stem)
+        if len(_ENCODINGS) >= 8:  # keep memory bounded: drop the oldest
+            del _ENCODINGS[next(iter(_ENCODINGS))]
+        _ENCODINGS[key] = encoding
+    return encoding
+
+
+# --------------------------------------------------------------------- identity
+
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def tokenizer_fingerprint(tokenizer: BPETokenizer | tiktoken.Encoding) -> str:
+    """A short hex digest that identifies a vocabulary: its ranks, special tokens and pattern.
+
+    Two tokenizers with the same fingerprint give the same ids for every text, whatever
+    their names; a checkpoint records the fingerprint of the tokenizer it was trained with,
+    so a model is never silently paired with another tokenizer of the same size. Works for
+    a ``BPETokenizer`` and for any ``tiktoken.Encoding`` (GPT-2's, or ours extended with
+    new special tokens).
+    """
+    if isinstance(tokenizer, BPETokenizer):
+        ranks, specials, pattern = tokenizer.ranks, tokenizer.special_tokens, tokenizer.pattern
+    elif isinstance(tokenizer, tiktoken.Encoding):
+        cached = _FINGERPRINTS.get(tokenizer)
+        if cached is not None:
+            return cached
+        # tiktoken keeps the tables it was built from (documented constructor arguments)
+        ranks, specials = tokenizer._mergeable_ranks, tokenizer._special_tokens
+        pattern = tokenizer._pat_str
+    else:
+        raise TypeError(
+            "tokenizer must be a BPETokenizer or a tiktoken.Encoding, got "
+            f"{type(tokenizer).__name__}"
+        )
+    h = hashlib.sha256()
+    h.update(pattern.encode("utf-8") + b"\0")
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        h.update(rank.to_bytes(8, "little") + len(token).to_bytes(8, "little") + token)
+    for name, token_id in sorted(specials.items(), key=lambda kv: kv[1]):
+        raw = name.encode("utf-8")
+        h.update(token_id.to_bytes(8, "little") + len(raw).to_bytes(8, "little") + raw)
+    digest = h.hexdigest()[:16]
+    if isinstance(tokenizer, tiktoken.Encoding):
+        _FINGERPRINTS[tokenizer] = digest
+    return digest
+
+
+def tokenizer_name(tokenizer: object) -> str:
+    """How errors refer to a tokenizer: its name and size."""
+    name = getattr(tokenizer, "name", type(tokenizer).__name__)
+    size = getattr(tokenizer, "n_vocab", getattr(tokenizer, "vocab_size", "?"))
+    return f"{name!s} ({size} tokens)"
 
 
 # --------------------------------------------------------------------- visualisation
