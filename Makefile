@@ -9,19 +9,22 @@ STAMP  := $(VENV)/.installed
 # `torch==2.13.0` is a local CPU wheel; elsewhere set TORCH_PIP_ARGS, e.g.
 #   make TORCH_PIP_ARGS="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?= torch==2.13.0
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# The chapters, then the exercise solutions (notebooks/solutions/NN_<name>_solutions.ipynb).
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) \
+	$(sort $(wildcard notebooks/solutions/[0-9][0-9]_*_solutions.ipynb))
 PYTEST_ARGS ?=
 LINT_PATHS := shared tests $(wildcard data/*.py) $(NOTEBOOKS)
 
-.PHONY: help setup run notebooks test unit nbval lint format lab data pretrain bench clean
+.PHONY: help setup run notebooks test unit nbval lint format lab data pretrain sft bench clean
 
 help:
-	@echo "make run    - set up if needed, then execute every notebook in order (outputs in place)"
+	@echo "make run    - set up if needed, then execute every notebook and solution in order (outputs in place)"
 	@echo "make test   - set up if needed, then lint, unit tests and nbval over every notebook"
 	@echo "make lab    - JupyterLab on the project's environment"
 	@echo "make data   - regenerate data/ (corpora, tokenizer) byte for byte"
 	@echo "make bench  - print speed figures (tokenizer, training, KV cache)"
 	@echo "make pretrain - train the released base model (data/checkpoints/base_small.pt)"
+	@echo "make sft    - instruction-tune the base model (data/checkpoints/sft.pt)"
 	@echo "make lint   - ruff on the package, the tests and the notebooks"
 	@echo "make clean  - remove the environment and caches"
 
@@ -73,6 +76,10 @@ bench: $(STAMP)
 
 pretrain: $(STAMP)
 	$(BIN)/python data/pretrain.py --scale small
+
+# Resumes by itself after an interruption (training state in data/cache/).
+sft: $(STAMP)
+	$(BIN)/python data/sft.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache notebooks/.ipynb_checkpoints
