@@ -6,6 +6,8 @@
   world and its corpus (``shared.tiny_world``), identical bytes on every machine;
 - ``python_docs/train.txt``, ``val.txt``: CPython's own documentation text
   (``shared.python_corpus``), identical bytes on the same Python version and platform;
+- ``instructions/train.json``, ``test.json``, ``val.json``: instruction data about the tiny
+  world (``shared.instruction_data``) in the Alpaca fields plus kind, answer and style;
 - ``MANIFEST.json``: size, character count and sha256 of every generated file, so a test
   can check that a fresh build reproduces the committed files.
 
@@ -25,18 +27,19 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent
 try:
-    from shared import bpe, python_corpus, tiny_world
+    from shared import bpe, instruction_data, python_corpus, tiny_world
     from shared.files import write_json, write_text
 except ImportError:  # run from a clone where `shared` is not pip-installed
     sys.path.insert(0, str(DATA_DIR.parent))
-    from shared import bpe, python_corpus, tiny_world
+    from shared import bpe, instruction_data, python_corpus, tiny_world
     from shared.files import write_json, write_text
 
 WORLD_SEED = 0  # which people exist
 CORPUS_SEED = 0  # which texts describe them
 PYTHON_DOCS_SEED = 0  # which documents go to val
+INSTRUCTION_SEED = 0  # which questions are asked, which people are held out
 # Folders whose files the manifest records; a new build step adds its folder here.
-GENERATED_DIRS = ["tiny_world", "python_docs", "tokenizer"]
+GENERATED_DIRS = ["tiny_world", "python_docs", "tokenizer", "instructions"]
 
 
 def build_tiny_world(out: Path) -> None:
@@ -50,6 +53,16 @@ def build_tiny_world(out: Path) -> None:
         json.dumps(dataclasses.asdict(p), sort_keys=True) for p in tiny_world.fact_probes(world)
     ]
     write_text(folder / "probes.jsonl", "\n".join(lines) + "\n")
+
+
+def build_instructions(out: Path) -> None:
+    """Instruction entries about the tiny world, one JSON list per split."""
+    world = tiny_world.make_world(seed=WORLD_SEED)
+    entries = instruction_data.make_instruction_data(world, seed=INSTRUCTION_SEED)
+    for split in ("train", "test", "val"):
+        write_json(
+            out / "instructions" / f"{split}.json", [e for e in entries if e["split"] == split]
+        )
 
 
 def build_python_docs(out: Path, force: bool = False) -> dict:
@@ -88,6 +101,7 @@ def build_corpora(out: Path, force_python_docs: bool = False) -> dict:
     Returns the build that made python_docs, for the manifest.
     """
     build_tiny_world(out)
+    build_instructions(out)
     return build_python_docs(out, force=force_python_docs)
 
 
@@ -120,7 +134,12 @@ def write_manifest(out: Path, python_docs_build: dict) -> dict:
     manifest = {
         "files": files,
         "python_docs": python_docs_build,
-        "seeds": {"corpus": CORPUS_SEED, "python_docs": PYTHON_DOCS_SEED, "world": WORLD_SEED},
+        "seeds": {
+            "corpus": CORPUS_SEED,
+            "instructions": INSTRUCTION_SEED,
+            "python_docs": PYTHON_DOCS_SEED,
+            "world": WORLD_SEED,
+        },
     }
     write_json(out / "MANIFEST.json", manifest)
     return manifest

@@ -93,3 +93,7 @@ def test_tokenizer_is_reproduced(manifest, tmp_path):
     saved = bpe.train_project_tokenizer(DATA_DIR).save(tmp_path / "tokenizer.json")
     assert _sha256(DATA_DIR / name) == manifest["files"][name]["sha256"]
     assert _sha256(saved) == manifest["files"][name]["sha256"], "a fresh tokenizer differs"
+
+
+def test_instructions_are_reproduced(manifest, fresh):
+    _check(manifest, fresh, "instructions")
