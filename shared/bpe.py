@@ -592,27 +592,29 @@ def get_encoding(path: str | os.PathLike = TOKENIZER_PATH) -> tiktoken.Encoding:
 
 # --------------------------------------------------------------------- identity
 
-_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_IDENTITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def tokenizer_fingerprint(tokenizer: BPETokenizer | tiktoken.Encoding) -> str:
-    """A short hex digest that identifies a vocabulary: its ranks, special tokens and pattern.
+def tokenizer_identity(tokenizer: BPETokenizer | tiktoken.Encoding) -> dict:
+    """What identifies a vocabulary, as a small plain dict that a checkpoint can store.
 
-    Two tokenizers with the same fingerprint give the same ids for every text, whatever
-    their names; a checkpoint records the fingerprint of the tokenizer it was trained with,
-    so a model is never silently paired with another tokenizer of the same size. Works for
-    a ``BPETokenizer`` and for any ``tiktoken.Encoding`` (GPT-2's, or ours extended with
-    new special tokens).
+    ``fingerprint`` is a digest of the split pattern, every rank and every special token:
+    two tokenizers with the same fingerprint give the same ids for every text, whatever
+    their names. ``ranks_fingerprint`` covers the pattern and ranks only, and
+    ``special_tokens`` is kept in full, so an encoding that only *adds* special tokens to
+    the recorded one (a vocabulary extended for fine-tuning) can be recognised as
+    compatible. Works for a ``BPETokenizer`` and any ``tiktoken.Encoding``.
     """
     if isinstance(tokenizer, BPETokenizer):
         ranks, specials, pattern = tokenizer.ranks, tokenizer.special_tokens, tokenizer.pattern
+        name, n_vocab = "BPETokenizer", tokenizer.vocab_size
     elif isinstance(tokenizer, tiktoken.Encoding):
-        cached = _FINGERPRINTS.get(tokenizer)
+        cached = _IDENTITIES.get(tokenizer)
         if cached is not None:
-            return cached
-        # tiktoken keeps the tables it was built from (documented constructor arguments)
+            return dict(cached, special_tokens=dict(cached["special_tokens"]))
+        # the tables the Encoding was built from (its documented constructor arguments)
         ranks, specials = tokenizer._mergeable_ranks, tokenizer._special_tokens
-        pattern = tokenizer._pat_str
+        pattern, name, n_vocab = tokenizer._pat_str, tokenizer.name, tokenizer.n_vocab
     else:
         raise TypeError(
             "tokenizer must be a BPETokenizer or a tiktoken.Encoding, got "
@@ -622,20 +624,67 @@ def tokenizer_fingerprint(tokenizer: BPETokenizer | tiktoken.Encoding) -> str:
     h.update(pattern.encode("utf-8") + b"\0")
     for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
         h.update(rank.to_bytes(8, "little") + len(token).to_bytes(8, "little") + token)
-    for name, token_id in sorted(specials.items(), key=lambda kv: kv[1]):
-        raw = name.encode("utf-8")
+    ranks_digest = h.hexdigest()[:16]
+    for text, token_id in sorted(specials.items(), key=lambda kv: kv[1]):
+        raw = text.encode("utf-8")
         h.update(token_id.to_bytes(8, "little") + len(raw).to_bytes(8, "little") + raw)
-    digest = h.hexdigest()[:16]
+    identity = {
+        "name": name,
+        "n_vocab": n_vocab,
+        "fingerprint": h.hexdigest()[:16],
+        "ranks_fingerprint": ranks_digest,
+        "special_tokens": dict(specials),
+    }
     if isinstance(tokenizer, tiktoken.Encoding):
-        _FINGERPRINTS[tokenizer] = digest
-    return digest
+        _IDENTITIES[tokenizer] = identity
+        identity = dict(identity, special_tokens=dict(specials))
+    return identity
 
 
-def tokenizer_name(tokenizer: object) -> str:
-    """How errors refer to a tokenizer: its name and size."""
-    name = getattr(tokenizer, "name", type(tokenizer).__name__)
-    size = getattr(tokenizer, "n_vocab", getattr(tokenizer, "vocab_size", "?"))
-    return f"{name!s} ({size} tokens)"
+def tokenizer_fingerprint(tokenizer: BPETokenizer | tiktoken.Encoding) -> str:
+    """A 16-hex-digit digest of the ranks, special tokens and split pattern."""
+    return tokenizer_identity(tokenizer)["fingerprint"]
+
+
+def _describe(identity: dict) -> str:
+    return (
+        f"{identity.get('name')!r} ({identity.get('n_vocab')} tokens, fingerprint "
+        f"{identity.get('fingerprint')})"
+    )
+
+
+def check_tokenizer(
+    recorded: dict | None,
+    tokenizer: BPETokenizer | tiktoken.Encoding,
+    vocab_size: int | None = None,
+    what: str = "the model",
+) -> None:
+    """Raise ValueError if ``tokenizer`` is not the one ``what`` was trained with.
+
+    ``recorded`` is the ``tokenizer_identity`` stored with the model (None: nothing to
+    compare, as for checkpoints written before identities were stored). The same
+    fingerprint passes, and so does an encoding that keeps the recorded ranks and special
+    tokens and only adds special tokens. With ``vocab_size`` (the model's), an encoding
+    with more ids than the model has rows in its embedding is refused as well.
+    """
+    mine = tokenizer_identity(tokenizer)
+    if vocab_size is not None and mine["n_vocab"] > vocab_size:
+        raise ValueError(
+            f"the tokenizer {_describe(mine)} has more ids than {what}'s vocabulary of "
+            f"{vocab_size}: it does not belong to {what}"
+        )
+    if not recorded or mine["fingerprint"] == recorded.get("fingerprint"):
+        return
+    specials = recorded.get("special_tokens") or {}
+    extends = mine["ranks_fingerprint"] == recorded.get("ranks_fingerprint") and all(
+        mine["special_tokens"].get(text) == token_id for text, token_id in specials.items()
+    )
+    if not extends:
+        raise ValueError(
+            f"{what} was trained with the tokenizer {_describe(recorded)}, but the tokenizer "
+            f"given is {_describe(mine)}: they give different ids for the same text, so "
+            "the output would be garbage. Use the tokenizer the model was trained with."
+        )
 
 
 # --------------------------------------------------------------------- visualisation

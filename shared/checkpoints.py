@@ -24,6 +24,11 @@ Three promises:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import hashlib
+import math
+import operator
 import os
 import pickle
 import zipfile
@@ -31,23 +36,159 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from shared.bpe import check_tokenizer, tokenizer_identity
 from shared.files import atomic_open
 from shared.gpt import GPTConfig, GPTModel
 
-__all__ = ["CheckpointError", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = ["CheckpointError", "load_checkpoint", "load_model", "read_checkpoint", "save_checkpoint"]
 
 FORMAT = "llms-from-scratch-checkpoint"
-VERSION = 1
+VERSION = 1  # files with "checksums" / "tokenizer" keys still read as version 1 elsewhere
 # Config fields that change how a model runs, not what its weights mean: a checkpoint
 # trained without dropout may be fine-tuned with it, or run on the explicit attention path.
 RUNTIME_KEYS = frozenset({"drop_rate", "fused_attention"})
+# The parts of a checkpoint whose tensors are covered by a checksum.
+CHECKSUMMED = ("model", "optimizer", "extra")
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: corrupt, or not matching the model."""
+
+
+# --------------------------------------------------------------------------- plain values
+
+_PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes, bytearray)
+_PLAIN_TORCH = (torch.Size, torch.dtype, torch.device)
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as something ``torch.load(weights_only=True)`` reads back, or TypeError.
+
+    Kept: None, bool, int, float, complex, str, bytes, tensors, ``torch.Size``/``dtype``/
+    ``device``, and lists, tuples, sets and dicts of these. Converted, because a careful
+    user would expect them to work: numpy scalars (to Python numbers), numpy arrays (to
+    tensors), paths (to str), dataclasses such as ``GPTConfig`` (to dicts), other mappings
+    (to dicts), frozensets (to sets), subclasses of int/float/str (to the base type).
+    Anything else (a function, a module, an arbitrary object) would make the file
+    unreadable with ``weights_only=True``, so it is refused here, naming where it sits.
+    """
+    if type(value) in _PLAIN_SCALARS or isinstance(value, _PLAIN_TORCH):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach()  # a Parameter or a tensor that requires grad: just the data
+    if isinstance(value, np.generic):
+        return _plain(value.item(), where)
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biufc":
+            raise TypeError(f"{where} is a numpy array of dtype {value.dtype}, not numbers")
+        return torch.from_numpy(np.ascontiguousarray(value).copy())
+    for base in (bool, int, float, str):  # IntEnum, numpy-free subclasses, ...
+        if isinstance(value, base):
+            return base(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, GPTConfig):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value), where)
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            key = _plain(k, f"a key of {where}")
+            if isinstance(key, (torch.Tensor, list, dict, set, bytearray)):
+                raise TypeError(f"{where} has a key of type {type(k).__name__}")
+            out[key] = _plain(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, (set, frozenset)):
+        return {_plain(v, f"an element of {where}") for v in value}
+    raise TypeError(
+        f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which a checkpoint "
+        "cannot hold (it must load with weights_only=True): store tensors, numbers, str, "
+        "lists and dicts of them"
+    )
+
+
+def _non_negative_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    value = operator.index(value)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def _tensor_digest(obj: Any) -> str:
+    """SHA-256 over every tensor in ``obj`` (with its place, dtype and shape)."""
+    h = hashlib.sha256()
+
+    def walk(x: Any, where: str) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"{where}:{t.dtype}:{tuple(t.shape)};".encode())
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+        elif isinstance(x, Mapping):
+            for k in sorted(x, key=repr):
+                walk(x[k], f"{where}/{k!r}")
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(v, f"{where}/{i}")
+
+    walk(obj, "")
+    return h.hexdigest()
+
+
+def _non_finite(state: Mapping[str, Any]) -> list[str]:
+    """Keys of floating tensors holding a NaN or an inf (the max of |x| propagates both)."""
+    return [
+        k
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor)
+        and v.is_floating_point()
+        and v.numel()
+        and not math.isfinite(v.detach().abs().amax())
+    ]
+
+
+def _verify(path: Path, ckpt: dict) -> None:
+    """Structure, checksums (when stored) and finite weights, or CheckpointError."""
+    kinds = {"config": (dict, type(None)), "model": dict, "optimizer": (dict, type(None))}
+    kinds.update({"extra": dict, "step": int, "data_position": int})
+    for key, kind in kinds.items():
+        if not isinstance(ckpt.get(key), kind):
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt: {key!r} is a {type(ckpt.get(key)).__name__}"
+            )
+    not_tensors = [k for k, v in ckpt["model"].items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"checkpoint {path} is corrupt: {not_tensors[:5]} are not tensors")
+    stored = ckpt.get("checksums")
+    if stored is not None:
+        for part in CHECKSUMMED:
+            if stored.get(part) != _tensor_digest(ckpt.get(part)):
+                raise CheckpointError(
+                    f"checkpoint {path} is corrupt: the tensors of {part!r} do not match the "
+                    "checksum stored when the file was written (damaged on disk or in transfer)"
+                )
+    bad = _non_finite(ckpt["model"])
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path} holds non-finite (NaN or inf) weights in {bad[:5]}"
+            f"{'...' if len(bad) > 5 else ''}; the file is corrupt or training diverged"
+        )
+
+
+# --------------------------------------------------------------------------- saving
 
 
 def _config_dict(config: GPTConfig | Mapping | None) -> dict | None:
@@ -56,7 +197,7 @@ def _config_dict(config: GPTConfig | Mapping | None) -> dict | None:
     if isinstance(config, GPTConfig):
         return config.to_dict()
     if isinstance(config, Mapping):
-        return dict(config)
+        return _plain(config, "config")
     raise TypeError(f"config must be a GPTConfig, a dict or None, got {type(config).__name__}")
 
 
@@ -68,32 +209,82 @@ def save_checkpoint(
     config: GPTConfig | Mapping | None = None,
     data_position: int = 0,
     extra: Mapping[str, Any] | None = None,
+    *,
+    tokenizer: Any = None,
 ) -> Path:
     """Write ``model`` (and optionally ``optimizer``) to ``path`` atomically; return the path.
 
     ``config`` defaults to ``model.cfg`` when the model has one (every ``GPTModel`` does).
-    ``extra`` must hold only tensors and plain Python values (what ``weights_only`` loads).
+    ``extra`` must hold only tensors and plain Python values (what ``weights_only`` loads);
+    numpy values, paths and dataclasses are converted, anything else is a TypeError raised
+    before a byte is written. ``tokenizer`` (a ``tiktoken.Encoding`` or ``BPETokenizer``)
+    records which vocabulary the model's ids belong to; without it, the identity the model
+    was loaded with (if any) is kept. Weights that are NaN or inf are refused.
+
+    The file is read back with ``weights_only=True`` and its checksums compared before it
+    replaces ``path``, so a save never swaps a good checkpoint for an unreadable one.
     """
     path = Path(path)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
+        )
+    step = _non_negative_int(step, "step")
+    data_position = _non_negative_int(data_position, "data_position")
+    if extra is not None and not isinstance(extra, Mapping):
+        raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
     if config is None:
         config = getattr(model, "cfg", None)
+    config_dict = _config_dict(config)
+    state = model.state_dict()
+    bad = _non_finite(state)
+    if bad:
+        raise ValueError(
+            f"model has non-finite (NaN or inf) weights in {bad[:5]}; refusing to write "
+            f"{path}, which could not be used"
+        )
+    if tokenizer is not None:
+        identity = tokenizer_identity(tokenizer)
+        vocab = (config_dict or {}).get("vocab_size")
+        check_tokenizer(None, tokenizer, vocab, "the model")
+    else:
+        identity = getattr(model, "tokenizer_identity", None)
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "config": _config_dict(config),
-        "model": model.state_dict(),
+        "config": config_dict,
+        "model": state,
         "optimizer": None if optimizer is None else optimizer.state_dict(),
-        "step": int(step),
-        "data_position": int(data_position),
-        "extra": dict(extra or {}),
+        "step": step,
+        "data_position": data_position,
+        "extra": _plain(dict(extra or {}), "extra"),
+        "tokenizer": identity,
     }
-    with atomic_open(path, "wb") as f:
+    payload["checksums"] = {part: _tensor_digest(payload[part]) for part in CHECKSUMMED}
+
+    def read_back(tmp: Path) -> None:
+        try:
+            loaded = torch.load(tmp, map_location="cpu", weights_only=True)
+        except Exception as e:  # what weights_only refuses, or a bad write
+            raise CheckpointError(
+                f"the checkpoint written for {path} does not load back with weights_only=True "
+                f"({type(e).__name__}); {path} was left unchanged"
+            ) from e
+        _verify(path, loaded)
+
+    with atomic_open(path, "wb", verify=read_back) as f:
         torch.save(payload, f)
     return path
 
 
+# --------------------------------------------------------------------------- loading
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load and sanity-check the raw checkpoint dict, without touching any model."""
+    """Load and check the raw checkpoint dict (structure, checksums, finite weights),
+    without touching any model."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
@@ -115,6 +306,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"checkpoint {path} has format version {ckpt.get('version')!r}, "
             f"this code reads version {VERSION}"
         )
+    _verify(path, ckpt)
+    ckpt.setdefault("tokenizer", None)  # files written before identities were stored
     return ckpt
 
 
@@ -152,15 +345,40 @@ def _check_state(path: Path, stored: Mapping[str, torch.Tensor], model: nn.Modul
 
 
 def _check_optimizer(path: Path, stored: dict | None, optimizer: torch.optim.Optimizer) -> None:
+    """Same groups, same hyper-parameter names (same kind of optimizer), same state shapes:
+    everything ``optimizer.load_state_dict`` or the next ``step`` would trip over later."""
     if stored is None:
         raise CheckpointError(f"checkpoint {path} holds no optimizer state to resume from")
+    try:
+        groups, state = stored["param_groups"], stored["state"]
+        theirs = [len(g["params"]) for g in groups]
+        their_keys = [set(g) - {"params"} for g in groups]
+        ids = [i for g in groups for i in g["params"]]
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"checkpoint {path}: the optimizer state is malformed ({e!r})"
+        ) from None
     ours = [len(g["params"]) for g in optimizer.param_groups]
-    theirs = [len(g["params"]) for g in stored["param_groups"]]
     if ours != theirs:
         raise CheckpointError(
             f"checkpoint {path}: optimizer parameter groups have sizes {theirs}, "
             f"but this optimizer has {ours}"
         )
+    our_keys = [set(g) - {"params"} for g in optimizer.param_groups]
+    missing = sorted(set().union(*our_keys) - set().union(*their_keys))
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path}: the stored optimizer state has no {missing}: it was written "
+            f"by a different kind of optimizer than {type(optimizer).__name__}"
+        )
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for i, p in zip(ids, params):
+        for name, value in (state.get(i) or {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                raise CheckpointError(
+                    f"checkpoint {path}: optimizer state {name!r} of parameter {i} has shape "
+                    f"{tuple(value.shape)}, but the parameter has {tuple(p.shape)}"
+                )
 
 
 def load_checkpoint(
@@ -168,17 +386,29 @@ def load_checkpoint(
     model: nn.Module | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     expected_config: GPTConfig | Mapping | None = None,
+    *,
+    tokenizer: Any = None,
+    _checkpoint: dict | None = None,
 ) -> dict:
     """Read ``path``, check it, then (only if every check passed) fill ``model``/``optimizer``.
 
     The config is compared with ``expected_config``, or with ``model.cfg`` when not given;
-    the run-time fields ``drop_rate`` and ``fused_attention`` may differ.
-    Returns the checkpoint dict (``step``, ``data_position``, ``extra``, ``config``, ...).
-    Raises ``CheckpointError`` naming the file for a corrupt file, a different config (with
-    the differing keys), missing/unexpected keys or different shapes.
+    the run-time fields ``drop_rate`` and ``fused_attention`` may differ. With
+    ``tokenizer``, it must be the one recorded in the file (or an extension of it).
+    Returns the checkpoint dict (``step``, ``data_position``, ``extra``, ``config``,
+    ``tokenizer``, ...). Raises ``CheckpointError`` naming the file for a corrupt file, a
+    different config (with the differing keys), missing/unexpected keys or different
+    shapes, and then neither the model nor the optimizer has changed. The model keeps the
+    stored tokenizer identity as ``model.tokenizer_identity``.
     """
     path = Path(path)
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path) if _checkpoint is None else _checkpoint
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
+        )
     if expected_config is None and model is not None:
         expected_config = getattr(model, "cfg", None)
     if expected_config is not None:
@@ -187,21 +417,42 @@ def load_checkpoint(
         _check_state(path, ckpt["model"], model)
     if optimizer is not None:
         _check_optimizer(path, ckpt["optimizer"], optimizer)
-    # Every check passed: now copy the numbers in.
-    if model is not None:
-        model.load_state_dict(ckpt["model"])
+    if tokenizer is not None:
+        vocab = (ckpt["config"] or {}).get("vocab_size")
+        try:
+            check_tokenizer(ckpt["tokenizer"], tokenizer, vocab, f"checkpoint {path}")
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+    # Every check passed: now copy the numbers in (the optimizer first, from a backup if
+    # the model then fails, so that nothing is left half loaded).
     if optimizer is not None:
+        backup = copy.deepcopy(optimizer.state_dict())
         optimizer.load_state_dict(ckpt["optimizer"])
+    if model is not None:
+        try:
+            model.load_state_dict(ckpt["model"])
+        except BaseException:
+            if optimizer is not None:
+                optimizer.load_state_dict(backup)
+            raise
+        model.tokenizer_identity = ckpt["tokenizer"]
     return ckpt
 
 
 def load_model(
-    path: str | os.PathLike, device: torch.device | str = "cpu", **runtime: Any
+    path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    *,
+    tokenizer: Any = None,
+    **runtime: Any,
 ) -> GPTModel:
     """Rebuild the ``GPTModel`` stored in ``path`` from its own config, in eval mode.
 
     Keyword arguments override the run-time fields of the config, e.g.
     ``load_model(path, drop_rate=0.1)`` or ``load_model(path, fused_attention=False)``.
+    With ``tokenizer`` (the encoding the notebook will use), a file that records another
+    tokenizer is refused with an error naming both. The model remembers the stored
+    identity (``model.tokenizer_identity``), which ``generate_text`` checks as well.
     """
     path = Path(path)
     ckpt = read_checkpoint(path)
@@ -213,7 +464,10 @@ def load_model(
             f"load_model can only override {sorted(RUNTIME_KEYS)}, not {not_runtime}: "
             "the other fields are fixed by the stored weights"
         )
-    model = GPTModel(GPTConfig.from_dict({**ckpt["config"], **runtime}))
-    _check_state(path, ckpt["model"], model)
-    model.load_state_dict(ckpt["model"])
+    try:
+        cfg = GPTConfig.from_dict({**ckpt["config"], **runtime})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: the stored config is not valid ({e})") from e
+    model = GPTModel(cfg)
+    load_checkpoint(path, model, tokenizer=tokenizer, _checkpoint=ckpt)
     return model.to(device).eval()

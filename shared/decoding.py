@@ -15,11 +15,14 @@ Masked logits are ``-inf``, so ``softmax`` gives those tokens probability exactl
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 
 import torch
 from torch import Tensor, nn
 
 from shared.attention import KVCache
+from shared.bpe import check_tokenizer
 
 __all__ = [
     "apply_temperature",
@@ -35,7 +38,7 @@ __all__ = [
 
 
 def _check_temperature(temperature: float) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(f"temperature must be a number, got {temperature!r}")
     if not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
@@ -43,15 +46,49 @@ def _check_temperature(temperature: float) -> float:
 
 
 def _check_top_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if isinstance(k, bool) or not hasattr(k, "__index__"):
+        raise TypeError(f"top_k must be a positive int (or None for no top-k), got {k!r}")
+    k = operator.index(k)
+    if k < 1:
         raise ValueError(f"top_k must be a positive int (or None for no top-k), got {k!r}")
     return k
 
 
 def _check_top_p(p: float) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"top_p must be a number in (0, 1] (or None for no top-p), got {p!r}")
+    if not 0.0 < p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1] (or None for no top-p), got {p!r}")
     return float(p)
+
+
+def _rows(mask: Tensor) -> str:
+    """The first few row indices (over the leading axes) where ``mask`` holds."""
+    rows = mask.reshape(-1, mask.shape[-1]).any(dim=-1).nonzero().flatten().tolist()
+    return f"{rows[:5]}{'...' if len(rows) > 5 else ''}"
+
+
+def _check_logits(logits: Tensor, name: str = "logits", hint: str = "") -> None:
+    """Refuse logits that no token can be sensibly chosen from: NaN, +inf, or a row in
+    which every entry is -inf (everything masked). A -inf entry alone is a masked token."""
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"expected {name} of shape (..., vocab), got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {logits.dtype}")
+    nan = logits.isnan()
+    if bool(nan.any()):
+        raise ValueError(f"{name} contain NaN (row(s) {_rows(nan)}){hint}")
+    pos_inf = logits == float("inf")
+    if bool(pos_inf.any()):
+        raise ValueError(f"{name} contain +inf (row(s) {_rows(pos_inf)}){hint}")
+    all_masked = (logits == float("-inf")).all(dim=-1, keepdim=True)
+    if bool(all_masked.any()):
+        raise ValueError(
+            f"row(s) {_rows(all_masked)} of {name} are all -inf: every token is masked, so "
+            f"there is no token to choose{hint}"
+        )
 
 
 # --------------------------------------------------------------------------- filters
@@ -67,10 +104,19 @@ def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
     temperatures would reverse the order of preference and are a ValueError.
     """
     t = _check_temperature(temperature)
+    _check_logits(logits)
     if t == 0.0:
         top = logits.max(dim=-1, keepdim=True).values
         return logits.masked_fill(logits < top, float("-inf"))
-    return logits / t
+    tempered = logits / t
+    overflow = tempered == float("inf")
+    if bool(overflow.any()):
+        raise ValueError(
+            f"temperature={temperature!r} is too small for these logits: logits / temperature "
+            f"overflows {logits.dtype} to inf (row(s) {_rows(overflow)}); use "
+            "temperature=0 for greedy decoding"
+        )
+    return tempered
 
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
@@ -79,7 +125,9 @@ def top_k_filter(logits: Tensor, k: int) -> Tensor:
     Exactly ``k`` survive (``torch.topk`` decides between equal values); ``k`` larger than
     the vocabulary keeps everything.
     """
-    k = min(_check_top_k(k), logits.shape[-1])
+    k = _check_top_k(k)
+    _check_logits(logits)
+    k = min(k, logits.shape[-1])
     values, indices = torch.topk(logits, k, dim=-1)
     return torch.full_like(logits, float("-inf")).scatter(-1, indices, values)
 
@@ -94,6 +142,7 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     lands exactly on ``p``, float rounding decides.)
     """
     p = _check_top_p(p)
+    _check_logits(logits)
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     probs = torch.softmax(sorted_logits, dim=-1)
     mass_before = torch.cumsum(probs, dim=-1) - probs  # mass of the more likely tokens
@@ -122,8 +171,9 @@ def sample_next(
         _check_top_k(top_k)
     if top_p is not None:
         _check_top_p(top_p)
-    if logits.dim() < 1 or logits.shape[-1] < 1:
-        raise ValueError(f"expected logits of shape (..., vocab), got {tuple(logits.shape)}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
+    _check_logits(logits)
     if temperature == 0.0:
         return logits.argmax(dim=-1)
     logits = apply_temperature(logits.float(), temperature)
@@ -175,14 +225,18 @@ def generate(
     cfg = getattr(model, "cfg", None)
     if cfg is None:
         raise TypeError("generate needs a GPTModel-like model with a .cfg (context, vocab)")
-    if not isinstance(idx, Tensor) or idx.dim() != 2:
-        shape = tuple(idx.shape) if isinstance(idx, Tensor) else type(idx).__name__
+    if not isinstance(idx, Tensor):
+        raise TypeError(
+            f"idx (the prompt ids) must be a torch.Tensor of shape (batch, T), got a "
+            f"{type(idx).__name__}; for one prompt use torch.tensor([ids])"
+        )
+    if idx.dim() != 2:
         raise ValueError(
-            f"expected prompt ids of shape (batch, T), got {shape}; for one prompt use "
-            "torch.tensor([ids])"
+            f"expected prompt ids idx of shape (batch, T), got {tuple(idx.shape)}; for one "
+            "prompt use torch.tensor([ids])"
         )
     if idx.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"prompt ids must be an integer tensor, got {idx.dtype}")
+        raise TypeError(f"prompt ids idx must be an integer tensor, got {idx.dtype}")
     if idx.shape[1] == 0:
         raise ValueError(
             "the prompt is empty: give at least one token (e.g. the <|endoftext|> id to "
@@ -194,12 +248,21 @@ def generate(
             f"prompt token id {lo if lo < 0 else hi} is outside the model's vocabulary "
             f"[0, {cfg.vocab_size}); was it encoded with a different tokenizer?"
         )
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+    if isinstance(max_new_tokens, bool) or not hasattr(max_new_tokens, "__index__"):
         raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
+    max_new_tokens = operator.index(max_new_tokens)
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if eos_id is not None and not 0 <= eos_id < cfg.vocab_size:
-        raise ValueError(f"eos_id {eos_id} is outside the vocabulary [0, {cfg.vocab_size})")
+    if eos_id is not None:
+        if isinstance(eos_id, bool) or not hasattr(eos_id, "__index__"):
+            raise TypeError(f"eos_id must be a token id (an int) or None, got {eos_id!r}")
+        eos_id = operator.index(eos_id)
+        if not 0 <= eos_id < cfg.vocab_size:
+            raise ValueError(f"eos_id {eos_id} is outside the vocabulary [0, {cfg.vocab_size})")
+    if not isinstance(use_cache, bool):
+        raise TypeError(f"use_cache must be True or False, got {use_cache!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
     # Check the sampling settings once, before any work.
     _check_temperature(temperature)
     if top_k is not None:
@@ -221,7 +284,13 @@ def generate(
                 logits = model(idx[:, -C:], kv_cache=cache)
             else:
                 logits = model(idx[:, -1:], kv_cache=cache)  # only the newest token
-            next_id = sample_next(logits[:, -1], temperature, top_k, top_p, generator)  # (b,)
+            last = logits[:, -1]
+            _check_logits(
+                last,
+                "the model's logits",
+                f" at generation step {step}; are the model's weights finite?",
+            )
+            next_id = sample_next(last, temperature, top_k, top_p, generator)  # (b,)
             if eos_id is not None:
                 next_id = next_id.masked_fill(finished, eos_id)
                 finished |= next_id == eos_id
@@ -254,6 +323,19 @@ def generate_text(
     """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    if not all(hasattr(encoding, a) for a in ("encode", "decode", "n_vocab")):
+        raise TypeError(
+            "encoding must be a tiktoken.Encoding (such as shared.bpe.get_encoding()), got "
+            f"{type(encoding).__name__}"
+        )
+    if not isinstance(stop_at_eos, bool):
+        raise TypeError(f"stop_at_eos must be True or False, got {stop_at_eos!r}")
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        raise TypeError("generate_text needs a GPTModel-like model with a .cfg")
+    # The model remembers the tokenizer it was trained with (when its checkpoint recorded
+    # one): another vocabulary of the same size would run without error and write garbage.
+    check_tokenizer(getattr(model, "tokenizer_identity", None), encoding, cfg.vocab_size)
     ids = encoding.encode(prompt, allowed_special="all")
     if not ids:
         raise ValueError(
