@@ -191,7 +191,7 @@ def pipeline(words: list[str], ids: list[int]) -> Figure:
         _box(ax, x, 2.4, 1.1, 0.45, f"row {idx}", GREEN, 8)
         _box(ax, x, 1.6, 1.1, 0.45, f"position {i}", ORANGE, 8)
         _box(ax, x, 0.8, 1.1, 0.45, "vector (d)", PURPLE, 8)
-        for y0, y1 in [(3.85, 3.55), (3.05, 2.65), (1.35, 1.05)]:
+        for y0, y1 in [(3.85, 3.55), (3.05, 2.65), (2.15, 1.85), (1.35, 1.05)]:
             _arrow(ax, (x, y0), (x, y1))
     ax.text(0.65 * n - 0.1, 0.05, "-> the GPT model (chapters 2-3)", ha="center", fontsize=9)
     ax.set_title("From text to the vectors the model computes with", fontsize=11)
