@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from shared.checkpoints import load_checkpoint, save_checkpoint
+from shared.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from shared.datasets import SlidingWindowDataset
 from shared.gpt import generate_greedy
 
@@ -44,6 +46,30 @@ __all__ = [
 ]
 
 HISTORY_KEYS = ("steps", "tokens_seen", "train_loss", "val_loss", "lr", "elapsed")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_int(value: object, name: str, minimum: int = 1) -> int:
+    """An int (numpy ints too, not bools or floats) that is at least ``minimum``."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    value = operator.index(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def _check_number(value: object, name: str, minimum: float | None = None) -> float:
+    """A finite real number (numpy floats too, not bools), at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" >= {minimum:g}"
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+    return value
 
 
 # --------------------------------------------------------------------------- loss
@@ -113,7 +139,17 @@ def make_optimizer(
     towards zero; on a LayerNorm scale, whose neutral value is 1, that would only hurt.
     ``betas=(0.9, 0.95)`` is the GPT-3 / nanoGPT choice for short, noisy runs.
     """
+    _check_number(lr, "lr", minimum=0.0)
+    _check_number(weight_decay, "weight_decay", minimum=0.0)
+    if (
+        not isinstance(betas, (tuple, list))
+        or len(betas) != 2
+        or not all(isinstance(b, numbers.Real) and 0.0 <= b < 1.0 for b in betas)
+    ):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
     params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
+    if not params:
+        raise ValueError("make_optimizer: the model has no trainable parameters")
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
@@ -130,6 +166,11 @@ def lr_at(
     (Adam's early moment estimates are noisy, so big first steps would be erratic). Then
     half a cosine brings it down to ``min_lr`` at ``total_steps``; later steps stay there.
     """
+    step = _check_int(step, "step", minimum=0)
+    warmup_steps = _check_int(warmup_steps, "warmup_steps", minimum=0)
+    total_steps = _check_int(total_steps, "total_steps", minimum=0)
+    max_lr = _check_number(max_lr, "max_lr", minimum=0.0)
+    min_lr = _check_number(min_lr, "min_lr", minimum=0.0)
     if not 0 <= warmup_steps <= total_steps:
         raise ValueError(
             f"need 0 <= warmup_steps <= total_steps, got {warmup_steps}, {total_steps}"
@@ -174,8 +215,18 @@ class TokenBatches:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        self.dataset = SlidingWindowDataset(token_ids, context_length, stride or context_length)
-        if batch_size < 1 or batch_size % world_size != 0:
+        # stride=None means "no overlap"; an explicit 0 is an error, not that default
+        stride = context_length if stride is None else stride
+        self.dataset = SlidingWindowDataset(token_ids, context_length, stride)
+        batch_size = _check_int(batch_size, "batch_size")
+        world_size = _check_int(world_size, "world_size")
+        rank = _check_int(rank, "rank", minimum=0)
+        seed = _check_int(seed, "seed", minimum=0)
+        if seed >= 2**32:
+            raise ValueError(f"seed must be below 2**32 (as numpy's seeds are), got {seed}")
+        if not isinstance(shuffle, bool):
+            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+        if batch_size % world_size != 0:
             raise ValueError(
                 f"batch_size={batch_size} must be a positive multiple of world_size={world_size}"
             )
@@ -212,6 +263,9 @@ class TokenBatches:
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         """This rank's part of global batch ``i`` (any ``i >= 0``; epochs repeat)."""
+        if isinstance(i, bool) or not hasattr(i, "__index__"):
+            raise TypeError(f"batch index must be an int, got {i!r}")
+        i = operator.index(i)
         if i < 0:
             raise IndexError(f"batch index must be >= 0, got {i}")
         epoch, j = divmod(i, len(self))
@@ -237,6 +291,133 @@ def _mean_over_ranks(value: float) -> float:
     return t.item() / dist.get_world_size()
 
 
+def _on_any_rank(flag: bool) -> bool:
+    """True on every rank if ``flag`` is true on any (so all ranks stop together)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _checkpoint_file(pattern: str | Path, step: int) -> Path:
+    """``pattern`` with ``{step}`` filled in; any other field is an error naming it."""
+    if not isinstance(pattern, (str, Path)):
+        raise TypeError(f"checkpoint_path must be a str or Path, got {pattern!r}")
+    try:
+        path = Path(str(pattern).format(step=step))
+    except KeyError as e:
+        raise ValueError(
+            f"checkpoint_path {str(pattern)!r} has the field {{{e.args[0]}}}, but only {{step}} "
+            "is filled in (write {{ and }} for literal braces)"
+        ) from None
+    except (IndexError, ValueError, AttributeError, TypeError) as e:
+        raise ValueError(
+            f"checkpoint_path {str(pattern)!r} is not a valid pattern ({e}); only {{step}} is "
+            "filled in"
+        ) from None
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint_path {path} is a directory; name a file in it")
+    return path
+
+
+def _check_optimizer_fits(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Every parameter the optimizer updates must be one of the model's own."""
+    own = {id(p) for p in model.parameters()}
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if not params:
+        raise ValueError("optimizer has no parameters to update")
+    foreign = sum(id(p) not in own for p in params)
+    if foreign:
+        raise ValueError(
+            f"optimizer updates {foreign} of its {len(params)} parameters that are not the "
+            "model's: it was built for another model (or a copy); build it with "
+            "make_optimizer(model, ...) for the model being trained"
+        )
+
+
+def _check_schedule(
+    lr_schedule: Callable[[int], float] | None,
+    optimizer: torch.optim.Optimizer,
+    first: int,
+    max_steps: int,
+) -> dict[int, float] | None:
+    """The learning rate of every step still to run, each finite and >= 0, or ValueError."""
+    if lr_schedule is None:
+        for group in optimizer.param_groups:
+            lr = group.get("lr")
+            if isinstance(lr, Tensor):
+                lr = lr.item()
+            if not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
+                raise ValueError(
+                    f"the optimizer's learning rate must be finite and >= 0, got {lr!r}"
+                )
+        return None
+    lrs = {}
+    for step in range(first, max_steps):
+        lr = lr_schedule(step)
+        if isinstance(lr, Tensor) and lr.numel() == 1 and not lr.dtype.is_complex:
+            lr = lr.item()  # a schedule written with torch math
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+            raise TypeError(f"lr_schedule({step}) must return a number, got {lr!r}")
+        if not math.isfinite(lr) or lr < 0:
+            raise ValueError(
+                f"lr_schedule({step}) returned {lr!r}; a learning rate must be finite and >= 0"
+            )
+        lrs[step] = float(lr)
+    return lrs
+
+
+def _check_training_state(path, ckpt: dict, batches, max_steps: int) -> Tensor:
+    """What ``train`` needs from a checkpoint to resume, checked before anything is loaded;
+    returns the RNG state."""
+    extra = ckpt["extra"]
+    missing = [k for k in ("tokens_seen", "history", "rng_state") if k not in extra]
+    if missing or ckpt["optimizer"] is None:
+        raise CheckpointError(
+            f"resume_from {path} holds no training state to resume from (missing "
+            f"{missing or ['optimizer']}); it is a model file: load it with load_model or "
+            "load_checkpoint and start a new run instead"
+        )
+    history = extra["history"]
+    if not isinstance(history, dict) or not all(
+        isinstance(history.get(k), list) for k in HISTORY_KEYS
+    ):
+        raise CheckpointError(f"resume_from {path}: the stored history is damaged")
+    if isinstance(extra["tokens_seen"], bool) or not isinstance(extra["tokens_seen"], int):
+        raise CheckpointError(f"resume_from {path}: the stored tokens_seen is damaged")
+    rng = extra["rng_state"]
+    expected = torch.get_rng_state()
+    if not isinstance(rng, Tensor) or rng.dtype != torch.uint8 or rng.shape != expected.shape:
+        raise CheckpointError(
+            f"resume_from {path}: the stored random-generator state is damaged (expected a "
+            f"uint8 tensor of shape {tuple(expected.shape)})"
+        )
+    for key, now in (
+        ("batch_size", batches.batch_size),
+        ("seed", getattr(batches, "seed", None)),
+        ("batches_per_epoch", len(batches)),
+    ):
+        then = extra.get(key)
+        if then is not None and now is not None and then != now:
+            what = (
+                "the data (a different corpus, context or stride)"
+                if key == ("batches_per_epoch")
+                else f"train_batches.{key}"
+            )
+            raise ValueError(
+                f"resume_from {path} was trained with {key}={then}, but train_batches has "
+                f"{key}={now}: resuming would continue with different batches than the "
+                f"interrupted run. Use the same {what}, or start a new run."
+            )
+    if ckpt["step"] > max_steps:
+        raise ValueError(
+            f"resume_from {path} is already at step {ckpt['step']}, beyond max_steps="
+            f"{max_steps}; max_steps counts all steps, including those before the resume"
+        )
+    return rng
+
+
 def train(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -252,6 +433,7 @@ def train(
     checkpoint_every: int | None = None,
     resume_from: str | Path | None = None,
     progress: bool = True,
+    tokenizer=None,
 ) -> dict[str, list]:
     """Train ``model`` until ``max_steps`` optimizer steps in total; return the history.
 
@@ -270,12 +452,35 @@ def train(
 
     ``resume_from`` loads a checkpoint written by this function (weights, optimizer state,
     step, data position, tokens seen, history, RNG state) and continues as if never
-    stopped: same thread count, same batches, same numbers.
+    stopped: same thread count, same batches, same numbers. ``train_batches`` must have
+    the batch size, seed and epoch length the run was started with.
+    ``tokenizer`` (optional) is recorded in the checkpoints, see ``save_checkpoint``.
+
+    Everything is checked before the first step, and a failed check changes nothing:
+    argument types and ranges, the checkpoint path pattern, that the optimizer updates
+    this model's parameters, every learning rate the schedule will give (finite, >= 0),
+    and the whole training state of ``resume_from``. A loss or gradient norm that is not
+    finite stops training with a ``FloatingPointError`` before that update, and no
+    checkpoint is written from that state.
 
     History (one entry per evaluation): ``steps``, ``tokens_seen``, ``train_loss``,
     ``val_loss``, ``lr`` and ``elapsed`` (seconds of training).
     """
     raw = getattr(model, "module", model)  # the bare model inside a DDP wrapper
+    if not isinstance(raw, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
+    _check_optimizer_fits(raw, optimizer)
+    for attribute in ("__getitem__", "__len__", "batch_size", "world_size"):
+        if not hasattr(train_batches, attribute):
+            raise TypeError(
+                f"train_batches must be a batch provider like TokenBatches (indexable, with "
+                f"len, batch_size, seed and world_size); {type(train_batches).__name__} "
+                f"has no {attribute}"
+            )
+    if len(train_batches) < 1:
+        raise ValueError("train_batches is empty: there is not one batch to train on")
     device = _device_of(raw)
     distributed = dist.is_available() and dist.is_initialized()
     world = dist.get_world_size() if distributed else 1
@@ -285,20 +490,43 @@ def train(
             f"train_batches is split for world_size={train_batches.world_size}, "
             f"but {world} process(es) are training"
         )
-    for name, value in (("max_steps", max_steps), ("eval_every", eval_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    max_steps = _check_int(max_steps, "max_steps")
+    eval_every = _check_int(eval_every, "eval_every")
+    eval_batches = _check_int(eval_batches, "eval_batches")
+    if checkpoint_every is not None:
+        checkpoint_every = _check_int(checkpoint_every, "checkpoint_every")
+    if grad_clip is not None:
+        grad_clip = _check_number(grad_clip, "grad_clip (the largest gradient norm; None: off)")
+        if grad_clip <= 0:
+            raise ValueError(
+                f"grad_clip must be > 0 (or None for no clipping), got {grad_clip!r}: a "
+                "norm of 0 or less would zero or flip every update"
+            )
+    for name, fn in (("lr_schedule", lr_schedule), ("on_eval", on_eval)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be a function or None, got {fn!r}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
     if checkpoint_every is not None and checkpoint_path is None:
         raise ValueError("checkpoint_every needs a checkpoint_path to write to")
+    if checkpoint_path is not None:
+        _checkpoint_file(checkpoint_path, 0)  # an unknown {field} fails now, not after hours
+    if hasattr(val_loader, "__len__") and len(val_loader) == 0:
+        raise ValueError("val_loader is empty: evaluation would have no batch to measure")
 
+    # Read and check the whole training state before anything changes.
     step, data_position, tokens_seen = 0, 0, 0
     history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
     if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, raw, optimizer)
+        ckpt = read_checkpoint(resume_from)
+        rng_state = _check_training_state(resume_from, ckpt, train_batches, max_steps)
         step, data_position = ckpt["step"], ckpt["data_position"]
+    lrs = _check_schedule(lr_schedule, optimizer, step, max_steps)
+    if resume_from is not None:
+        load_checkpoint(resume_from, raw, optimizer, _checkpoint=ckpt)  # all or nothing
         tokens_seen = ckpt["extra"]["tokens_seen"]
         history = {key: list(ckpt["extra"]["history"][key]) for key in HISTORY_KEYS}
-        torch.set_rng_state(ckpt["extra"]["rng_state"])  # CPU dropout masks continue as well
+        torch.set_rng_state(rng_state)  # CPU dropout masks continue as well
     elapsed_before = history["elapsed"][-1] if history["elapsed"] else 0.0
     eval_train = [train_batches[i] for i in range(min(eval_batches, len(train_batches)))]
     lr = optimizer.param_groups[0]["lr"]
@@ -312,10 +540,26 @@ def train(
         history["elapsed"].append(elapsed_before + time.perf_counter() - start)
 
     def save() -> None:
-        extra = {"tokens_seen": tokens_seen, "history": history, "rng_state": torch.get_rng_state()}
-        path = str(checkpoint_path).format(step=step)  # "run_{step}.pt" keeps every checkpoint
+        extra = {
+            "tokens_seen": tokens_seen,
+            "history": history,
+            "rng_state": torch.get_rng_state(),
+            # what a resumed run must match to see the same batches
+            "batch_size": train_batches.batch_size,
+            "seed": getattr(train_batches, "seed", None),
+            "batches_per_epoch": len(train_batches),
+        }
         config = getattr(raw, "cfg", None)
-        save_checkpoint(path, raw, optimizer, step, config, data_position, extra)
+        save_checkpoint(
+            _checkpoint_file(checkpoint_path, step),
+            raw,
+            optimizer,
+            step,
+            config,
+            data_position,
+            extra,
+            tokenizer=tokenizer,
+        )
 
     start = time.perf_counter()
     # Refresh at most once a second: in a notebook each refresh is a widget message, and a
@@ -329,22 +573,38 @@ def train(
     )
     model.train()
     while step < max_steps:
-        if lr_schedule is not None:
-            lr = lr_schedule(step)
+        if lrs is not None:
+            lr = lrs[step]
             for group in optimizer.param_groups:
                 group["lr"] = lr
         inputs, targets = train_batches[data_position]
         inputs, targets = inputs.to(device), targets.to(device)
         loss = next_token_loss(model, inputs, targets)
+        loss_value = loss.item()
+        if _on_any_rank(not math.isfinite(loss_value)):
+            bar.close()
+            raise FloatingPointError(
+                f"the training loss at step {step} is {loss_value} (not finite): training "
+                "diverged or the batch is broken; stopped before the update, and no "
+                "checkpoint was written from this state. Lower the learning rate or clip "
+                "the gradients (grad_clip)."
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # under DDP this also averages the gradients over ranks
         if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if not math.isfinite(norm.item()):  # the same on every rank (averaged grads)
+                bar.close()
+                raise FloatingPointError(
+                    f"the gradient norm at step {step} is {norm.item()} (not finite) although "
+                    f"the loss was {loss_value:.4g}; stopped before the update, no checkpoint "
+                    "was written"
+                )
         optimizer.step()
         step, data_position = step + 1, data_position + 1
         tokens_seen += inputs.numel() * world
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", refresh=False)
+        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", refresh=False)
         if step % eval_every == 0 or step == max_steps:
             record()
             if is_main:
