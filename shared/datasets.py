@@ -10,6 +10,7 @@ makes overlapping windows (more examples, more repetition).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import tiktoken
@@ -19,11 +20,13 @@ from torch.utils.data import DataLoader, Dataset
 from shared.bpe import ENDOFTEXT, BPETokenizer
 
 
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+def _positive_int(value: object, name: str, minimum: int = 1) -> int:
+    """An int (numpy ints too; not bools, floats or None) that is at least ``minimum``."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
+    value = operator.index(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
     return value
 
 
@@ -37,7 +40,15 @@ class SlidingWindowDataset(Dataset):
     ) -> None:
         self.context_length = _positive_int(context_length, "context_length")
         self.stride = _positive_int(stride, "stride")
-        ids = torch.as_tensor(token_ids)
+        if isinstance(token_ids, (str, bytes)):
+            raise TypeError(
+                f"token_ids must be a sequence of token ids, got a {type(token_ids).__name__}; "
+                "encode the text first"
+            )
+        try:
+            ids = torch.as_tensor(token_ids)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"token_ids must be a 1-D sequence of ints ({e})") from None
         if ids.dim() != 1:
             raise ValueError(f"token_ids must be 1-D, got shape {tuple(ids.shape)}")
         if ids.numel() and (ids.dtype.is_floating_point or ids.dtype == torch.bool):
@@ -47,6 +58,8 @@ class SlidingWindowDataset(Dataset):
                 f"token_ids has {len(ids)} tokens, but one window of context_length="
                 f"{context_length} needs {context_length + 1} (inputs plus the shifted target)"
             )
+        if ids.numel() and int(ids.min()) < 0:
+            raise ValueError(f"token_ids must be >= 0, found {int(ids.min())}")
         self.ids = ids.long()
 
     def __len__(self) -> int:
@@ -54,6 +67,9 @@ class SlidingWindowDataset(Dataset):
         return (len(self.ids) - self.context_length - 1) // self.stride + 1
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(i, bool) or not hasattr(i, "__index__"):
+            raise TypeError(f"window index must be an int, got {i!r}")
+        i = operator.index(i)
         if not -len(self) <= i < len(self):
             raise IndexError(f"window {i} is out of range for {len(self)} windows")
         start = (i % len(self)) * self.stride
@@ -78,7 +94,13 @@ def make_dataloader(
     makes it reproducible); the same seed always gives the same batches.
     """
     dataset = SlidingWindowDataset(token_ids, context_length, stride)
-    _positive_int(batch_size, "batch_size")
+    batch_size = _positive_int(batch_size, "batch_size")
+    num_workers = _positive_int(num_workers, "num_workers", minimum=0)
+    for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if seed is not None:
+        seed = _positive_int(seed, "seed", minimum=0)
     if drop_last and len(dataset) < batch_size:
         raise ValueError(
             f"only {len(dataset)} windows but batch_size={batch_size} with drop_last=True "
@@ -114,5 +136,11 @@ def text_to_dataloader(
     such as ``shared.bpe.get_encoding()`` or a ``BPETokenizer``. Other keyword arguments
     go to ``make_dataloader``.
     """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if isinstance(encoding, (str, bytes)) or not hasattr(encoding, "encode"):
+        raise TypeError(
+            f"encoding must be a tiktoken.Encoding or BPETokenizer, got {type(encoding).__name__}"
+        )
     ids = encoding.encode(text, allowed_special={ENDOFTEXT})
     return make_dataloader(ids, context_length, stride, batch_size, **kwargs)

@@ -46,15 +46,33 @@ class DistInfo:
         return self.rank == 0
 
 
+def _int_from_env(name: str, default: int, minimum: int) -> int:
+    """An integer environment variable (as torchrun sets them), checked, naming it."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+    if number < minimum:
+        raise ValueError(f"{name}={number} must be at least {minimum}")
+    return number
+
+
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the process group if started by ``torchrun`` (``WORLD_SIZE > 1``), else run alone.
 
     The backend is NCCL for CUDA devices and gloo on CPU. Under CUDA each process uses the
     GPU numbered by its ``LOCAL_RANK`` (its index on this machine).
     """
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    rank = int(os.environ.get("RANK", 0))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    world_size = _int_from_env("WORLD_SIZE", 1, minimum=1)
+    rank = _int_from_env("RANK", 0, minimum=0)
+    local_rank = _int_from_env("LOCAL_RANK", 0, minimum=0)
+    if rank >= world_size:
+        raise ValueError(f"RANK={rank} must be below WORLD_SIZE={world_size}")
+    if device is not None and device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or None, got {device!r}")
     use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
     dev = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if world_size > 1 and not dist.is_initialized():

@@ -13,6 +13,7 @@ Environment variables (all optional):
 
 from __future__ import annotations
 
+import operator
 import os
 import random
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ DATA_DIR = REPO_DIR / "data"
 
 SCALES = ("tiny", "small", "gpt2")
 DEVICES = ("cpu", "cuda", "mps")
+SEED_LIMIT = 2**32  # numpy's seeds are 32-bit; torch and random take them as well
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,11 @@ class Runtime:
         A scale missing from ``options`` falls back to the nearest smaller one, so a
         chapter that has nothing bigger to offer than ``small`` still runs at ``gpt2``.
         """
+        if not isinstance(options, dict):
+            raise TypeError(f"options must be a dict of scale -> value, got {options!r}")
+        unknown = sorted(set(options) - set(SCALES), key=str)
+        if unknown:
+            raise ValueError(f"options has unknown scale(s) {unknown}; scales are {SCALES}")
         for name in reversed(SCALES[: SCALES.index(self.scale) + 1]):
             if name in options:
                 return options[name]
@@ -55,15 +62,41 @@ class Runtime:
         )
 
 
+def _check_seed(seed: object, name: str) -> int:
+    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
+        raise TypeError(f"{name} must be an int, got {seed!r}")
+    seed = operator.index(seed)
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{name} must be in [0, 2**32), got {seed}")
+    return seed
+
+
+def _env(name: str) -> str | None:
+    """The stripped value of an environment variable; unset or blank gives None."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _int_from_env(name: str, default: int) -> int:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, numpy and torch (CPU and every GPU)."""
+    seed = _check_seed(seed, "seed")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def _scale_from_env() -> str:
-    scale = os.environ.get("LLMS_SCALE", "tiny").strip().lower()
+    scale = (_env("LLMS_SCALE") or "tiny").lower()
     if scale not in SCALES:
         raise ValueError(f"LLMS_SCALE={scale!r} is not one of {', '.join(SCALES)}")
     return scale
@@ -71,11 +104,15 @@ def _scale_from_env() -> str:
 
 def choose_device(name: str | None = None) -> torch.device:
     """``name`` or ``LLMS_DEVICE`` if given (checked), else cuda if present, else cpu."""
-    name = (name or os.environ.get("LLMS_DEVICE", "")).strip().lower()
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"device name must be a str such as 'cpu', got {name!r}")
+    from_env = not name
+    name = (name or _env("LLMS_DEVICE") or "").strip().lower()
     if not name:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name not in DEVICES:
-        raise ValueError(f"LLMS_DEVICE={name!r} is not one of {', '.join(DEVICES)}")
+        what = f"LLMS_DEVICE={name!r}" if from_env else f"device {name!r}"
+        raise ValueError(f"{what} is not one of {', '.join(DEVICES)}")
     available = {
         "cpu": True,
         "cuda": torch.cuda.is_available(),
@@ -88,17 +125,26 @@ def choose_device(name: str | None = None) -> torch.device:
 
 def setup(seed: int | None = None, scale: str | None = None, quiet: bool = False) -> Runtime:
     """Seed everything, fix the thread count, choose device and scale, set print options."""
+    if scale is not None and not isinstance(scale, str):
+        raise TypeError(f"scale must be one of {', '.join(SCALES)} (a str), got {scale!r}")
     scale = scale or _scale_from_env()
     if scale not in SCALES:
         raise ValueError(f"scale {scale!r} is not one of {', '.join(SCALES)}")
-    seed = int(os.environ.get("LLMS_SEED", 123)) if seed is None else seed
+    if seed is None:
+        seed = _int_from_env("LLMS_SEED", 123)
+        if not 0 <= seed < SEED_LIMIT:
+            raise ValueError(f"LLMS_SEED={seed} must be in [0, 2**32)")
+    seed = _check_seed(seed, "seed")
     default_threads = 2 if scale == "tiny" else (os.cpu_count() or 1)
-    threads = int(os.environ.get("LLMS_THREADS", default_threads))
+    threads = _int_from_env("LLMS_THREADS", default_threads)
+    if threads < 1:
+        raise ValueError(f"LLMS_THREADS={threads} must be at least 1")
+    device = choose_device()  # checked before anything global changes
     torch.set_num_threads(threads)
     seed_everything(seed)
     torch.set_printoptions(precision=4, sci_mode=False, linewidth=100)
     np.set_printoptions(precision=4, suppress=True, linewidth=100)
-    rt = Runtime(scale=scale, device=choose_device(), seed=seed, threads=threads)
+    rt = Runtime(scale=scale, device=device, seed=seed, threads=threads)
     if not quiet:
         print(rt)
     return rt
