@@ -32,7 +32,7 @@ import regex
 import tiktoken
 from tqdm.auto import tqdm
 
-from shared.files import atomic_open
+from shared.files import as_path, atomic_open
 from shared.runtime import DATA_DIR
 from shared.tiny_world import ENDOFTEXT  # the corpus owns the document separator
 
@@ -429,7 +429,7 @@ class BPETokenizer:
         Token bytes are stored as base64 (they need not be valid UTF-8), one per line, in
         rank order, so a diff shows which merges changed.
         """
-        path = Path(path)
+        path = as_path(path)
         by_rank = sorted(self.ranks, key=self.ranks.__getitem__)
         payload = {
             "format": FILE_FORMAT,
@@ -446,7 +446,7 @@ class BPETokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike = TOKENIZER_PATH) -> BPETokenizer:
         """Read a file written by ``save``, checking everything; errors name the file."""
-        path = Path(path)
+        path = as_path(path)
         return cls._from_json_bytes(_read_tokenizer_file(path), path)
 
     @classmethod
@@ -578,7 +578,7 @@ def get_encoding(path: str | os.PathLike = TOKENIZER_PATH) -> tiktoken.Encoding:
     >>> enc.decode(enc.encode("Nabo lives in Rushcombe."))
     'Nabo lives in Rushcombe.'
     """
-    path = Path(path)
+    path = as_path(path)
     data = _read_tokenizer_file(path)
     key = (str(path.resolve()), hashlib.sha256(data).hexdigest())
     encoding = _ENCODINGS.get(key)

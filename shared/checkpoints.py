@@ -7,19 +7,31 @@ A checkpoint is one ``torch.save`` file holding a plain dict:
 - ``model``: the ``state_dict`` (tied weights are stored once, their storage is shared);
 - ``optimizer``: the optimizer's ``state_dict`` or None (a released model leaves it out);
 - ``step``, ``data_position``: where training stood, so a resumed run continues exactly;
-- ``extra``: anything else small and plain (history, RNG state, metrics).
+- ``extra``: anything else small and plain (history, RNG state, metrics);
+- ``tokenizer``: the identity of the tokenizer the ids belong to (``shared.bpe.
+  tokenizer_identity``), or None;
+- ``checksums``: a SHA-256 of the tensors of ``model``, ``optimizer`` and ``extra``.
 
-Three promises:
+Four promises:
 
 1. **Atomic writes.** ``save_checkpoint`` writes a temporary file in the same folder,
-   flushes it to disk (``fsync``) and then renames it over the target with ``os.replace``,
-   which is atomic on POSIX and Windows. A crash or full disk mid-save leaves the previous
-   checkpoint untouched, never half a file in its place.
+   flushes it to disk (``fsync``), reads it back with ``weights_only=True`` and compares
+   the checksums, and only then renames it over the target with ``os.replace``, which is
+   atomic on POSIX and Windows. A crash, a full disk or a value that could not be read
+   back leaves the previous checkpoint untouched, never half a file (or an unreadable one)
+   in its place. Temporary files left by a killed writer are removed by the next save.
 2. **Safe reads.** ``torch.load(weights_only=True)`` only rebuilds tensors and plain Python
    containers, never arbitrary objects, so a checkpoint from elsewhere cannot run code.
-3. **All or nothing.** ``load_checkpoint`` checks the config, every key and every shape
-   before it copies a single number into the model or the optimizer; a mismatch raises a
-   ``CheckpointError`` that names the file and the offending keys, and the model is unchanged.
+3. **Intact numbers.** Tensor data damaged on disk does not match the stored checksum,
+   and weights that are NaN or inf are refused (on save and on load), so a damaged file
+   never becomes a model that quietly computes nonsense.
+4. **All or nothing.** ``load_checkpoint`` checks the config, every key and every shape,
+   the optimizer state and (if given) the tokenizer before it copies a single number into
+   the model or the optimizer; a mismatch raises a ``CheckpointError`` that names the file
+   and the offending keys, and the model is unchanged.
+
+Files written before checksums and tokenizer identities existed load as before (they get
+the finite-weights check only).
 """
 
 from __future__ import annotations
@@ -41,7 +53,7 @@ import torch
 from torch import nn
 
 from shared.bpe import check_tokenizer, tokenizer_identity
-from shared.files import atomic_open
+from shared.files import as_path, atomic_open
 from shared.gpt import GPTConfig, GPTModel
 
 __all__ = ["CheckpointError", "load_checkpoint", "load_model", "read_checkpoint", "save_checkpoint"]
@@ -224,7 +236,7 @@ def save_checkpoint(
     The file is read back with ``weights_only=True`` and its checksums compared before it
     replaces ``path``, so a save never swaps a good checkpoint for an unreadable one.
     """
-    path = Path(path)
+    path = as_path(path)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
@@ -285,7 +297,7 @@ def save_checkpoint(
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load and check the raw checkpoint dict (structure, checksums, finite weights),
     without touching any model."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
     try:
@@ -401,7 +413,7 @@ def load_checkpoint(
     shapes, and then neither the model nor the optimizer has changed. The model keeps the
     stored tokenizer identity as ``model.tokenizer_identity``.
     """
-    path = Path(path)
+    path = as_path(path)
     ckpt = read_checkpoint(path) if _checkpoint is None else _checkpoint
     if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
@@ -454,7 +466,7 @@ def load_model(
     tokenizer is refused with an error naming both. The model remembers the stored
     identity (``model.tokenizer_identity``), which ``generate_text`` checks as well.
     """
-    path = Path(path)
+    path = as_path(path)
     ckpt = read_checkpoint(path)
     if ckpt["config"] is None:
         raise CheckpointError(f"checkpoint {path} stores no config, so the model cannot be built")

@@ -18,11 +18,12 @@ import math
 import numbers
 import operator
 
+import tiktoken
 import torch
 from torch import Tensor, nn
 
 from shared.attention import KVCache
-from shared.bpe import check_tokenizer
+from shared.bpe import BPETokenizer, check_tokenizer
 
 __all__ = [
     "apply_temperature",
@@ -323,7 +324,9 @@ def generate_text(
     """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    if not all(hasattr(encoding, a) for a in ("encode", "decode", "n_vocab")):
+    if isinstance(encoding, (str, bytes)) or not all(
+        hasattr(encoding, a) for a in ("encode", "decode")
+    ):
         raise TypeError(
             "encoding must be a tiktoken.Encoding (such as shared.bpe.get_encoding()), got "
             f"{type(encoding).__name__}"
@@ -335,11 +338,17 @@ def generate_text(
         raise TypeError("generate_text needs a GPTModel-like model with a .cfg")
     # The model remembers the tokenizer it was trained with (when its checkpoint recorded
     # one): another vocabulary of the same size would run without error and write garbage.
-    check_tokenizer(getattr(model, "tokenizer_identity", None), encoding, cfg.vocab_size)
+    if isinstance(encoding, (BPETokenizer, tiktoken.Encoding)):
+        check_tokenizer(getattr(model, "tokenizer_identity", None), encoding, cfg.vocab_size)
     ids = encoding.encode(prompt, allowed_special="all")
     if not ids:
         raise ValueError(
             "the prompt is empty: give some text (or '<|endoftext|>' to start a new document)"
+        )
+    if stop_at_eos and getattr(encoding, "eot_token", None) is None:
+        raise ValueError(
+            "stop_at_eos=True needs an encoding with an end-of-text token (eot_token); "
+            "pass stop_at_eos=False"
         )
     eos_id = encoding.eot_token if stop_at_eos else None
     device = next(model.parameters()).device

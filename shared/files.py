@@ -19,6 +19,13 @@ _OLD_TEMPORARY = re.compile(r"\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp")
 OLD_TEMPORARY_AGE = 3600.0  # seconds
 
 
+def as_path(path: object, name: str = "path") -> Path:
+    """``path`` as a Path; anything but a str or os.PathLike is a TypeError naming it."""
+    if not isinstance(path, (str, os.PathLike)) or (isinstance(path, str) and not path):
+        raise TypeError(f"{name} must be a non-empty str or Path, got {path!r}")
+    return Path(path)
+
+
 def _process_running(pid: int) -> bool:
     """Is ``pid`` a live process on this machine? (True when it cannot be told.)"""
     if pid == os.getpid():
@@ -86,7 +93,7 @@ def atomic_open(
     back never replaces a good one). Temporary files left by killed writers in the same
     folder are removed first.
     """
-    path = Path(path)
+    path = as_path(path)
     if path.is_dir():
         raise IsADirectoryError(f"cannot write {path}: it is a directory")
     path.parent.mkdir(parents=True, exist_ok=True)

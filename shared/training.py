@@ -22,12 +22,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import tiktoken
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from shared.bpe import BPETokenizer, check_tokenizer
 from shared.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from shared.datasets import SlidingWindowDataset
 from shared.gpt import generate_greedy
@@ -618,11 +620,25 @@ def train(
     return history
 
 
+def _check_encoding(model: nn.Module, encoding) -> None:
+    """The encoding must be the one the model was trained with (when that is recorded)."""
+    if isinstance(encoding, (BPETokenizer, tiktoken.Encoding)):
+        cfg = getattr(model, "cfg", None)
+        vocab = getattr(cfg, "vocab_size", None)
+        check_tokenizer(getattr(model, "tokenizer_identity", None), encoding, vocab)
+
+
 def sample_printer(encoding, prompt: str, max_new_tokens: int = 24) -> Callable:
     """An ``on_eval`` callback that prints the greedy continuation of ``prompt``."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    max_new_tokens = _check_int(max_new_tokens, "max_new_tokens")
     ids = encoding.encode(prompt, allowed_special="all")
+    if not ids:
+        raise ValueError("prompt is empty: give at least one token of text")
 
     def on_eval(step: int, model: nn.Module) -> None:
+        _check_encoding(model, encoding)
         idx = torch.tensor([ids], device=_device_of(model))
         out = generate_greedy(model, idx, max_new_tokens)[0, len(ids) :].tolist()
         text = encoding.decode(out).replace("\n", "\\n")
@@ -679,6 +695,10 @@ def fact_probe_accuracy(
     """
     if not probes:
         raise ValueError("fact_probe_accuracy needs at least one probe")
+    _check_encoding(model, encoding)
+    bad = [n for n, p in model.named_parameters() if not bool(p.isfinite().all())]
+    if bad:
+        raise ValueError(f"the model has non-finite (NaN or inf) weights in {bad[:5]}")
     device = torch.device(device) if device is not None else _device_of(model)
     prompts = [encoding.encode(p.prompt) for p in probes]
     answers = [encoding.encode(p.answer) for p in probes]

@@ -366,3 +366,18 @@ def test_distributed_environment(monkeypatch, env, message):
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=message):
         init_distributed(device="cpu")
+
+
+@pytest.mark.parametrize("path", [None, 123, "", ["a.pt"]])
+def test_path_arguments(path, model):
+    from shared.checkpoints import load_model, read_checkpoint, save_checkpoint
+
+    for call in (
+        lambda: save_checkpoint(path, model),
+        lambda: read_checkpoint(path),
+        lambda: load_model(path),
+        lambda: bpe.get_encoding(path),
+        lambda: BPETokenizer.load(path),
+    ):
+        with pytest.raises(TypeError, match="path must be a non-empty str or Path"):
+            call()

@@ -154,3 +154,18 @@ def test_check_tokenizer_directly(enc):
     check_tokenizer(None, variant(enc))
     with pytest.raises(ValueError, match="the run was trained with"):
         check_tokenizer(recorded, variant(enc), what="the run")
+
+
+def test_fact_probes_and_the_sample_printer_check_the_tokenizer(saved, enc):
+    from types import SimpleNamespace
+
+    from shared.training import fact_probe_accuracy, sample_printer
+
+    model = load_model(saved)
+    probes = [SimpleNamespace(prompt="Nora lives in", answer=" Redhill")]
+    with pytest.raises(ValueError, match="trained with the tokenizer"):
+        fact_probe_accuracy(model, variant(enc), probes)
+    assert fact_probe_accuracy(model, enc, probes)[0] in (0.0, 1.0)
+    printer = sample_printer(variant(enc), "Nora lives in", 2)
+    with pytest.raises(ValueError, match="trained with the tokenizer"):
+        printer(1, model)
