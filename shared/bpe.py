@@ -140,7 +140,7 @@ class BPETokenizer:
         cls,
         text: str,
         vocab_size: int,
-        special_tokens: Sequence[str] = (ENDOFTEXT,),
+        special_tokens: Sequence[str] | None = (ENDOFTEXT,),
         progress: bool = False,
         pattern: str = GPT2_SPLIT_PATTERN,
     ) -> BPETokenizer:
@@ -159,6 +159,8 @@ class BPETokenizer:
         if isinstance(vocab_size, bool) or not hasattr(vocab_size, "__index__"):
             raise TypeError(f"vocab_size must be an int, got {vocab_size!r}")
         vocab_size = operator.index(vocab_size)
+        if special_tokens is None:
+            special_tokens = ()
         if isinstance(special_tokens, (str, bytes)) or not isinstance(special_tokens, Iterable):
             # a bare "EOT" would otherwise become the three tokens "E", "O", "T"
             raise TypeError(

@@ -585,6 +585,16 @@ def train(
         loss_value = loss.item()
         if _on_any_rank(not math.isfinite(loss_value)):
             bar.close()
+            if math.isfinite(loss_value):  # only another rank's loss is bad
+                raise FloatingPointError(
+                    f"the training loss at step {step} is not finite on another "
+                    "data-parallel rank; stopped before the update"
+                )
+            if not bool((targets != -100).any()):
+                raise ValueError(
+                    f"train_batches[{data_position}] has no target to learn from (every "
+                    "target is -100, ignored), so its loss is undefined; no update was made"
+                )
             raise FloatingPointError(
                 f"the training loss at step {step} is {loss_value} (not finite): training "
                 "diverged or the batch is broken; stopped before the update, and no "

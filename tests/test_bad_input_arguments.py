@@ -59,6 +59,7 @@ def test_train_accepts_reasonable_values():
     tok = BPETokenizer.train(TEXT, np.int64(260), special_tokens=("<|eot|>",))
     assert tok.special_tokens == {"<|eot|>": 259}
     assert BPETokenizer.train(TEXT, 260, special_tokens=iter(["<|a|>"])).vocab_size == 260
+    assert BPETokenizer.train(TEXT, 260, special_tokens=None).special_tokens == {}
 
 
 @pytest.mark.parametrize(

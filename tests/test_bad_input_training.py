@@ -263,3 +263,16 @@ def test_empty_validation_loader():
     model, opt = setup()
     with pytest.raises(ValueError, match="val_loader is empty"):
         train(model, opt, batches(), [], 2, progress=False)
+
+
+def test_a_batch_whose_targets_are_all_ignored_is_named():
+    class AllIgnored(InstructionBatches):
+        def __getitem__(self, i):
+            x, y = super().__getitem__(i)
+            return x, torch.full_like(y, -100)
+
+    model, opt = setup()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"train_batches\[0\] has no target .* -100"):
+        run(model, opt, train_batches=AllIgnored())
+    assert unchanged(model, before)
