@@ -58,9 +58,10 @@ class SlidingWindowDataset(Dataset):
                 f"token_ids has {len(ids)} tokens, but one window of context_length="
                 f"{context_length} needs {context_length + 1} (inputs plus the shifted target)"
             )
+        ids = ids.long()  # (uint16/uint32 storage, as nanoGPT keeps tokens, has few ops)
         if ids.numel() and int(ids.min()) < 0:
             raise ValueError(f"token_ids must be >= 0, found {int(ids.min())}")
-        self.ids = ids.long()
+        self.ids = ids
 
     def __len__(self) -> int:
         # Window starts are 0, stride, 2*stride, ... up to len - (T + 1).

@@ -236,8 +236,10 @@ def generate(
             f"expected prompt ids idx of shape (batch, T), got {tuple(idx.shape)}; for one "
             "prompt use torch.tensor([ids])"
         )
-    if idx.dtype not in (torch.int64, torch.int32):
+    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
         raise TypeError(f"prompt ids idx must be an integer tensor, got {idx.dtype}")
+    if idx.dtype not in (torch.int64, torch.int32):
+        idx = idx.long()  # uint8, int16, uint16, ...: fine as ids, but not for embedding
     if idx.shape[1] == 0:
         raise ValueError(
             "the prompt is empty: give at least one token (e.g. the <|endoftext|> id to "

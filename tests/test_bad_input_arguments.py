@@ -382,3 +382,19 @@ def test_path_arguments(path, model):
     ):
         with pytest.raises(TypeError, match="path must be a non-empty str or Path"):
             call()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.uint32, np.int64])
+def test_token_ids_stored_in_any_integer_dtype(dtype):
+    ids = np.arange(100, dtype=dtype) % 16
+    batches = TokenBatches(ids, 8, 2)
+    assert batches[0][0].dtype == torch.int64
+    assert len(make_dataloader(ids, 8, 8, 2)) == 6
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])
+def test_prompt_ids_in_other_integer_dtypes(model, dtype):
+    expected = generate(model, torch.tensor([[1, 2]]), 3)
+    assert torch.equal(generate(model, torch.tensor([[1, 2]], dtype=dtype), 3).long(), expected)
+    with pytest.raises(TypeError, match="idx must be an integer tensor, got torch.bool"):
+        generate(model, torch.tensor([[True, False]]), 3)
