@@ -399,12 +399,14 @@ def _check_training_state(path, ckpt: dict, batches, max_steps: int) -> Tensor:
         ("batch_size", batches.batch_size),
         ("seed", getattr(batches, "seed", None)),
         ("batches_per_epoch", len(batches)),
+        ("shuffle", getattr(batches, "shuffle", None)),
+        ("tokens_per_batch", getattr(batches, "tokens_per_batch", None)),
     ):
         then = extra.get(key)
         if then is not None and now is not None and then != now:
             what = (
-                "the data (a different corpus, context or stride)"
-                if key == ("batches_per_epoch")
+                "data (corpus, context length and stride)"
+                if key in ("batches_per_epoch", "tokens_per_batch")
                 else f"train_batches.{key}"
             )
             raise ValueError(
@@ -550,6 +552,8 @@ def train(
             "batch_size": train_batches.batch_size,
             "seed": getattr(train_batches, "seed", None),
             "batches_per_epoch": len(train_batches),
+            "shuffle": getattr(train_batches, "shuffle", None),
+            "tokens_per_batch": getattr(train_batches, "tokens_per_batch", None),
         }
         config = getattr(raw, "cfg", None)
         save_checkpoint(

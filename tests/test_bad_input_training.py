@@ -25,8 +25,11 @@ def setup(seed: int = 0, lr: float = 1e-2):
     return model, make_optimizer(model, lr=lr)
 
 
-def batches(batch_size: int = 4, seed: int = 0, ids=IDS) -> TokenBatches:
-    return TokenBatches(ids, CFG.context_length, batch_size, seed=seed)
+def batches(batch_size=4, seed=0, ids=IDS, shuffle=True, context_length=CFG.context_length):
+    """The default differs from the others only in the one argument given."""
+    if context_length != CFG.context_length:  # same number of batches, shorter windows
+        return TokenBatches(ids[:200], context_length, batch_size, seed=seed, shuffle=shuffle)
+    return TokenBatches(ids, context_length, batch_size, seed=seed, shuffle=shuffle)
 
 
 VAL = TokenBatches(IDS, CFG.context_length, 4, shuffle=False)
@@ -156,6 +159,8 @@ def test_an_optimizer_over_part_of_the_model_is_fine():
         ({"batch_size": 8}, "batch_size=4, but train_batches has batch_size=8"),
         ({"seed": 1}, "seed=0, but train_batches has seed=1"),
         ({"ids": IDS[:200]}, "batches_per_epoch"),
+        ({"shuffle": False}, "shuffle=True, but train_batches has shuffle=False"),
+        ({"context_length": 4}, "tokens_per_batch=32, but train_batches has tokens_per_batch=16"),
     ],
 )
 def test_resume_with_other_batches_is_refused(tmp_path, changed, message):
