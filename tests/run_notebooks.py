@@ -148,10 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.clean_only:
             write(path, clean(nbformat.read(path, as_version=4)))
             continue
-        print(
-            f"running {path.relative_to(REPO)} (LLMS_SCALE={os.environ['LLMS_SCALE']}) ...",
-            flush=True,
-        )
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        print(f"running {shown} (LLMS_SCALE={os.environ['LLMS_SCALE']}) ...", flush=True)
         try:
             seconds = execute(path, args.timeout)
         except Exception as err:  # the cell's traceback is in the message
