@@ -43,8 +43,9 @@ from shared.training import evaluate_loss, lr_at, make_optimizer, train
 
 DATA_DIR = Path(__file__).resolve().parent
 CACHE = DATA_DIR / "cache"
-SETTINGS = dict(batch_size=16, max_steps=480, max_lr=3e-4, warmup_steps=20, weight_decay=0.1)
+SETTINGS = dict(batch_size=16, max_steps=480, max_lr=1e-3, warmup_steps=20, weight_decay=0.1)
 MIN_LR_FRACTION = 0.1
+COMPARE_STEPS = 120  # the three variants are compared in shorter runs, all of the same length
 GRAD_CLIP = 1.0
 # (template, mask_prompt) of the released model and of the two comparison runs
 VARIANTS = {
@@ -77,7 +78,7 @@ def evaluate(model, encoding, test, template: str, held_out: set[str]) -> dict:
     }
 
 
-def finetune(variant: str, args, encoding, data: dict, progress: bool) -> tuple:
+def finetune(variant: str, args, encoding, data: dict, progress: bool, steps=None) -> tuple:
     """Fine-tune the base model in one variant; return (model, encoding, history)."""
     template, mask = VARIANTS[variant]
     torch.manual_seed(args.seed)
@@ -96,7 +97,7 @@ def finetune(variant: str, args, encoding, data: dict, progress: bool) -> tuple:
     val = sft.InstructionBatches(
         datasets["val"], SETTINGS["batch_size"], shuffle=False, mask_prompt=mask
     )
-    steps = args.max_steps or SETTINGS["max_steps"]
+    steps = steps or args.max_steps or SETTINGS["max_steps"]
     optimizer = make_optimizer(model, lr=SETTINGS["max_lr"], weight_decay=SETTINGS["weight_decay"])
     schedule = functools.partial(
         lr_at,
@@ -105,7 +106,7 @@ def finetune(variant: str, args, encoding, data: dict, progress: bool) -> tuple:
         total_steps=steps,
         min_lr=SETTINGS["max_lr"] * MIN_LR_FRACTION,
     )
-    state = CACHE / f"sft_{variant}_state.pt"
+    state = CACHE / f"sft_{variant}_{steps}_state.pt"
     model.train()
     history = train(
         model,
@@ -132,28 +133,40 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--checkpoint-every", type=int, default=40)
     parser.add_argument("--out-dir", type=Path, default=DATA_DIR / "checkpoints")
     parser.add_argument("--no-comparisons", action="store_true", help="only the released model")
+    parser.add_argument(
+        "--only-comparisons", action="store_true", help="keep the released model, rerun the rest"
+    )
+    parser.add_argument("--compare-steps", type=int, default=COMPARE_STEPS)
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     shared.setup(seed=args.seed, scale="small", quiet=True)
+    if args.threads:  # on a busy machine one thread can be faster than two fighting
+        torch.set_num_threads(args.threads)
     CACHE.mkdir(parents=True, exist_ok=True)
     encoding = bpe.get_encoding()
     data = {s: load_split(s) for s in ("train", "val", "test")}
     held_out = held_out_people(data["train"], data["test"])
     progress = not args.no_progress
 
+    out = args.out_dir
+    if args.only_comparisons:
+        metrics = json.loads((out / "sft_metrics.json").read_text("utf-8"))
+        return compare(args, encoding, data, held_out, progress, metrics, out, start)
     base = load_model(DATA_DIR / "checkpoints" / "base_small.pt")
     print("base model on the test split ...")
     base_eval = evaluate(base, encoding, data["test"], "alpaca", held_out)
     model, _, history, val = finetune("alpaca_masked", args, encoding, data, progress)
     val_before = evaluate_loss(base, val)
 
-    out = args.out_dir
     path = out / "sft.pt"
     released = copy.deepcopy(model).to(torch.bfloat16)
     extra = {"template": "alpaca", "mask_prompt": True, "base": "base_small.pt"}
-    save_checkpoint(path, released, step=history["steps"][-1], config=model.cfg, extra=extra)
+    save_checkpoint(
+        path, released, step=history["steps"][-1], config=model.cfg, extra=extra, tokenizer=encoding
+    )
     model = load_model(path)  # every figure below is of the stored (bfloat16) weights
     val_after = evaluate_loss(model, val)
     print("fine-tuned model on the test split ...")
@@ -163,51 +176,60 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     base_eval.pop("responses")
 
-    comparisons = {}
-    for variant in ("alpaca_unmasked", "phi3_masked"):
-        if args.no_comparisons:
-            break
-        cached = CACHE / f"sft_{variant}_result.json"
-        if cached.is_file() and not args.max_steps:
-            comparisons[variant] = json.loads(cached.read_text("utf-8"))
-            continue
-        print(f"comparison run: {variant} ...")
-        m, enc, hist, _ = finetune(variant, args, encoding, data, progress)
-        template = VARIANTS[variant][0]
-        result = evaluate(m, enc, data["test"], template, held_out)
-        result.pop("responses")
-        result["final_val_loss"] = hist["val_loss"][-1]
-        comparisons[variant] = result
-        write_json(cached, result)
-        (CACHE / f"sft_{variant}_state.pt").unlink(missing_ok=True)
-
     metrics = {
         "test": sft_eval,
         "base_test": base_eval,
         "val_loss_before": val_before,
         "val_loss_after": val_after,
-        "comparisons": comparisons,
+        "comparisons": {},
         "held_out_people": len(held_out),
         "test_entries": len(data["test"]),
         "train_entries": len(data["train"]),
         "steps": history["steps"][-1],
         "train_seconds": history["elapsed"][-1],
-        "wall_seconds": time.perf_counter() - start,
         "settings": SETTINGS | {"grad_clip": GRAD_CLIP, "seed": args.seed},
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
     write_json(out / "sft_log.json", history)
     write_json(out / "sft_responses.json", responses)
-    write_json(out / "sft_metrics.json", metrics)
-    (CACHE / "sft_alpaca_masked_state.pt").unlink(missing_ok=True)
+    write_json(out / "sft_metrics.json", metrics)  # written again with each comparison
+    (CACHE / f"sft_alpaca_masked_{SETTINGS['max_steps']}_state.pt").unlink(missing_ok=True)
     o = sft_eval["overall"]
     print(
         f"test exact match {o['exact']:.1%} (base {base_eval['overall']['exact']:.1%}), "
         f"content {o['correct']:.1%}, held-out people {sft_eval['held_out_people']['exact']:.1%}"
         f"; val loss {val_before:.3f} -> {val_after:.3f}; wrote {path} "
-        f"({path.stat().st_size / 1e6:.1f} MB) in {metrics['wall_seconds'] / 60:.1f} min"
+        f"({path.stat().st_size / 1e6:.1f} MB)"
     )
+
+    if args.no_comparisons:
+        return metrics
+    return compare(args, encoding, data, held_out, progress, metrics, out, start)
+
+
+def compare(args, encoding, data, held_out, progress, metrics, out, start) -> dict:
+    """The three variants, each fine-tuned for ``--compare-steps`` steps, on the test split."""
+    steps = args.compare_steps
+    metrics["comparisons"] = {"steps": steps}
+    for variant in VARIANTS:
+        cached = CACHE / f"sft_{variant}_{steps}_result.json"
+        if cached.is_file() and not args.max_steps:
+            result = json.loads(cached.read_text("utf-8"))
+        else:
+            print(f"comparison run: {variant}, {steps} steps ...")
+            m, enc, hist, _ = finetune(variant, args, encoding, data, progress, steps=steps)
+            result = evaluate(m, enc, data["test"], VARIANTS[variant][0], held_out)
+            result.pop("responses")
+            result["final_val_loss"] = hist["val_loss"][-1]
+            write_json(cached, result)
+            (CACHE / f"sft_{variant}_{steps}_state.pt").unlink(missing_ok=True)
+            print(f"{variant}: test exact match {result['overall']['exact']:.1%}")
+        metrics["comparisons"][variant] = result
+        write_json(out / "sft_metrics.json", metrics)
+    metrics["wall_seconds"] = time.perf_counter() - start
+    write_json(out / "sft_metrics.json", metrics)
+    print(f"done in {metrics['wall_seconds'] / 60:.1f} min")
     return metrics
 
 

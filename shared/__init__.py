@@ -16,6 +16,10 @@ One module per concern:
 - ``checkpoints``: atomic saves and safe, validated loads.
 - ``distributed``: data-parallel training with torchrun.
 - ``decoding``: temperature, top-k, top-p and generation with the KV cache.
+- ``instruction_data``: instruction entries about the tiny world (two styles, held-out people).
+- ``gold``: the gold rule that grades any response to a tiny-world instruction.
+- ``sft``: prompt templates, new special tokens, the instruction dataset, collate, evaluation.
+- ``hooks``: hooks removed as a group, the residual stream, the logit lens, patching.
 """
 
 from shared.runtime import DATA_DIR, REPO_DIR, Runtime, setup

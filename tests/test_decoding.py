@@ -22,8 +22,8 @@ from shared.decoding import (
 from shared.gpt import GPTConfig, GPTModel, generate_greedy
 
 CFG = GPTConfig(vocab_size=64, context_length=16, emb_dim=32, n_heads=4, n_layers=2)
-# The logits of the issue that asked for top-k: 9 tokens, the top 3 at positions 3, 7, 0.
-ISSUE_LOGITS = torch.tensor([4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79])
+# The lecture's top-k example: 9 logits, the top 3 at positions 3, 7, 0.
+LECTURE_LOGITS = torch.tensor([4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79])
 
 
 def make_model(cfg: GPTConfig = CFG, seed: int = 0) -> GPTModel:
@@ -120,12 +120,12 @@ def test_cache_errors() -> None:
 # --------------------------------------------------------------------------- filters
 
 
-def test_top_k_issue_numbers() -> None:
-    probs = torch.softmax(top_k_filter(ISSUE_LOGITS, 3), dim=-1)
+def test_top_k_lecture_numbers() -> None:
+    probs = torch.softmax(top_k_filter(LECTURE_LOGITS, 3), dim=-1)
     kept = probs.nonzero().flatten().tolist()
     assert kept == [0, 3, 7]
     assert (probs[[1, 2, 4, 5, 6, 8]] == 0).all()
-    # Exact values; the issue quoted 0.06, 0.57, 0.36 (0.5775 truncated, not rounded).
+    # Exact values; the lecture quotes 0.06, 0.57, 0.36 (0.5775 truncated, not rounded).
     expected = torch.tensor([0.0615, 0.5775, 0.3610])
     torch.testing.assert_close(probs[[0, 3, 7]], expected, atol=1e-4, rtol=0)
     assert torch.allclose(probs[[0, 3, 7]], torch.tensor([0.06, 0.57, 0.36]), atol=0.01)
