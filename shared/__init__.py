@@ -20,6 +20,7 @@ One module per concern:
 - ``gold``: the gold rule that grades any response to a tiny-world instruction.
 - ``sft``: prompt templates, new special tokens, the instruction dataset, collate, evaluation.
 - ``hooks``: hooks removed as a group, the residual stream, the logit lens, patching.
+- ``diagrams``: the figures of the chapters (roadmap, pipeline, GPT block, ...).
 """
 
 from shared.runtime import DATA_DIR, REPO_DIR, Runtime, setup
