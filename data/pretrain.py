@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
         config=cfg,
         data_position=settings["max_steps"],
         extra={"val_loss": val_loss, "fact_accuracy": accuracy},
+        tokenizer=encoding,
     )
     write_json(out / f"{name}_log.json", history)
     write_json(out / f"{name}_metrics.json", metrics)
