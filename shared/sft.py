@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 import tiktoken
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from shared import gold
 from shared.decoding import generate
@@ -127,8 +129,6 @@ def extend_vocabulary(model: nn.Module, new_size: int) -> nn.Module:
         model.out_head.weight = grown(model.out_head.weight)
     model.out_head.out_features = new_size
     if hasattr(model, "cfg"):
-        import dataclasses
-
         model.cfg = dataclasses.replace(model.cfg, vocab_size=new_size)
     return model
 
@@ -291,8 +291,6 @@ def generate_responses(
     Prompts with the same number of tokens run together in one batch (no padding needed);
     generation stops at end-of-text (and at ``<|end|>`` for Phi-3), which is cut off.
     """
-    from tqdm.auto import tqdm
-
     check_entries(entries, required=("instruction", "input"))
     device = next(model.parameters()).device
     prompts = [encoding.encode(format_prompt(e, template), allowed_special="all") for e in entries]
