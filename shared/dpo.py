@@ -1,0 +1,441 @@
+"""Direct Preference Optimization and its variants: the algorithm core of chapter 11.
+
+**From the RLHF objective to a classification loss.** RLHF maximises reward while staying
+close to the reference (the SFT model):
+
+    max_π  E_{x, y~π}[ r(x, y) ]  −  β · KL( π(y|x) ‖ π_ref(y|x) ).
+
+Its optimum has a closed form, ``π*(y|x) = π_ref(y|x) · exp(r(x, y)/β) / Z(x)``, and solving
+that for the reward gives
+
+    r(x, y) = β log π*(y|x)/π_ref(y|x) + β log Z(x).
+
+``Z(x)`` is a sum over every possible response (hopeless to compute), but in the
+Bradley–Terry probability that ``y⁺`` beats ``y⁻``, ``σ(r(x, y⁺) − r(x, y⁻))``, it cancels.
+Maximum likelihood on preference pairs then trains the policy directly, with no reward
+model and no sampling:
+
+    L_DPO = −log σ( β [ (log π_θ(y⁺|x) − log π_ref(y⁺|x)) − (log π_θ(y⁻|x) − log π_ref(y⁻|x)) ] ).
+
+``β log π_θ(y|x)/π_ref(y|x)`` is the *implicit reward* of a response; the metrics below
+(TRL's names) track it: ``rewards/chosen``, ``rewards/rejected``, their difference
+``rewards/margins`` and ``rewards/accuracies``, the share of pairs whose chosen response
+has the larger implicit reward. ``log π(y|x)`` is the **sum** of the response's token
+log-probs (``shared.policy.sequence_logprobs``); the prompt is not scored.
+
+Write ``h = (log π_θ(y⁺) − log π_ref(y⁺)) − (log π_θ(y⁻) − log π_ref(y⁻))``. The variants
+(the lecture's table) change what is compared and how:
+
+==========  ============================================================  ================
+loss_type   loss per pair                                                 reference model
+==========  ============================================================  ================
+``dpo``     ``−log σ(β h)``                                               yes
+``ipo``     ``(h − 1/(2β))²``  (β plays the lecture's τ)                  yes
+``rdpo``    ``−log σ(β h − α(|y⁺| − |y⁻|))``                              yes
+``simpo``   ``−log σ(β(ℓ̄⁺ − ℓ̄⁻) − γ)``, ``ℓ̄ = log π_θ(y|x)/|y|``         no
+``orpo``    ``−ℓ̄⁺ − β log σ(log odds(y⁺) − log odds(y⁻))``                no
+==========  ============================================================  ================
+
+where ``|y|`` is the number of response tokens and ``odds(y) = p/(1 − p)`` with
+``p = exp(ℓ̄)``. IPO (Azar et al., 2023, "A General Theoretical Paradigm to Understand
+Learning from Human Preferences") regresses ``h`` to a fixed target instead of pushing it
+to infinity; R-DPO (Park et al., 2024, "Disentangling Length from Quality in Direct
+Preference Optimization") penalises winning by length; SimPO (Meng, Xia and Chen, 2024,
+"SimPO: Simple Preference Optimization with a Reference-Free Reward") uses the length-
+averaged log-prob as the reward and asks for a margin ``γ``; ORPO (Hong, Lee and Thorne,
+2024, "ORPO: Monolithic Preference Optimization without Reference Model") adds an odds-
+ratio term, weighted by ``λ`` (here ``beta``, as TRL does), to the SFT loss on the chosen
+response. For the two reference-free losses the implicit reward in the metrics is
+``β · ℓ̄`` (TRL's convention); ``logps/chosen`` and ``logps/rejected`` are always the
+summed log-probs of the policy.
+
+Pairs are ``(prompt_ids, chosen_ids, rejected_ids)`` (``encode_preference_pairs`` makes them
+from the preference data); the reference log-probs are computed once before training
+(``reference_logprobs``), since the reference never changes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+import operator
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from shared.policy import SequenceBatch, _check_ids, pad_pairs, sequence_logprobs
+
+__all__ = [
+    "LOSS_TYPES",
+    "REFERENCE_FREE",
+    "dpo_loss",
+    "encode_preference_pairs",
+    "pair_logprobs",
+    "reference_logprobs",
+    "train_dpo",
+]
+
+LOSS_TYPES = ("dpo", "ipo", "rdpo", "simpo", "orpo")
+REFERENCE_FREE = ("simpo", "orpo")  # these need no reference model
+
+Pair = tuple[list[int], list[int], list[int]]
+
+
+# ----------------------------------------------------------------------------- checks ----
+def _check_loss_type(loss_type: str) -> str:
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    return loss_type
+
+
+def _check_positive(value: object, name: str, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(
+            f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value}"
+        )
+    return value
+
+
+def _check_int(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    value = operator.index(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_pairs(pairs: Sequence, context_length: int | None = None) -> list[Pair]:
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence) or len(pairs) == 0:
+        raise ValueError("pairs must be a non-empty list of (prompt, chosen, rejected) id lists")
+    out = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 3:
+            raise ValueError(f"pairs[{i}] must be a (prompt_ids, chosen_ids, rejected_ids) triple")
+        prompt, chosen, rejected = (
+            _check_ids(ids, f"pairs[{i}] {side}")
+            for ids, side in zip(pair, ("prompt", "chosen", "rejected"))
+        )
+        for side, ids in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
+            if not ids:
+                raise ValueError(f"pairs[{i}] has an empty {side}")
+            if context_length is not None and side != "prompt":
+                if len(prompt) + len(ids) > context_length:
+                    raise ValueError(
+                        f"pairs[{i}]: prompt + {side} is {len(prompt) + len(ids)} tokens, more "
+                        f"than the context_length of {context_length}"
+                    )
+        out.append((prompt, chosen, rejected))
+    return out
+
+
+# -------------------------------------------------------------------------- encoding ----
+def encode_preference_pairs(
+    pairs: Sequence[dict], encoding, context_length: int, template: str = "alpaca"
+) -> list[Pair]:
+    """``(prompt_ids, chosen_ids, rejected_ids)`` for preference pairs with text fields.
+
+    Each pair has ``prompt`` (the formatted prompt text), ``chosen`` and ``rejected``; a
+    response is written as in fine-tuning (``shared.sft.format_response``) and ends with
+    end-of-text, so the policy is also judged on stopping. A pair that does not fit in
+    ``context_length`` tokens is an error that names it.
+    """
+    from shared.sft import format_response
+
+    out = []
+    for p in pairs:
+        prompt = encoding.encode(p["prompt"], allowed_special="all")
+        chosen, rejected = (
+            encoding.encode(format_response(p[side], template), allowed_special="all")
+            + [encoding.eot_token]
+            for side in ("chosen", "rejected")
+        )
+        out.append((prompt, chosen, rejected))
+    return _check_pairs(out, context_length)
+
+
+# ------------------------------------------------------------------------- log-probs ----
+def _pair_batch(pairs: Sequence[Pair], pad_id: int, context_length: int) -> SequenceBatch:
+    """The chosen rows, then the rejected rows: one right-padded batch of ``2B`` rows."""
+    rows = [(p, c) for p, c, _ in pairs] + [(p, r) for p, _, r in pairs]
+    return pad_pairs(rows, pad_id, context_length)
+
+
+def pair_logprobs(
+    model: nn.Module, pairs: Sequence[Pair], pad_id: int = 0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Summed response log-probs of the chosen and rejected sides, with their lengths.
+
+    One forward pass over ``2B`` rows (chosen and rejected together, as TRL's
+    "concatenated forward" does). Returns ``(chosen_logps, rejected_logps,
+    chosen_lengths, rejected_lengths)``, each ``(B,)``; the log-probs carry gradients.
+    """
+    pairs = _check_pairs(pairs, model.cfg.context_length)
+    batch = _pair_batch(pairs, pad_id, model.cfg.context_length)
+    logps = sequence_logprobs(model, batch)  # (2B,)
+    lengths = batch.response_lengths.to(logps.device)
+    B = len(pairs)
+    return logps[:B], logps[B:], lengths[:B], lengths[B:]
+
+
+@torch.no_grad()
+def reference_logprobs(
+    ref_model: nn.Module, pairs: Sequence[Pair], batch_size: int = 32, pad_id: int = 0
+) -> tuple[Tensor, Tensor]:
+    """``log π_ref(y⁺|x)`` and ``log π_ref(y⁻|x)`` for every pair: two ``(N,)`` tensors.
+
+    The reference is frozen, so these numbers never change during training: computing
+    them once halves the work of every step (TRL's ``precompute_ref_log_probs``). The
+    model runs in eval mode (no dropout); its mode is restored afterwards.
+    """
+    batch_size = _check_int(batch_size, "batch_size")
+    pairs = _check_pairs(pairs, ref_model.cfg.context_length)
+    was_training = ref_model.training
+    ref_model.eval()
+    chosen, rejected = [], []
+    try:
+        for s in range(0, len(pairs), batch_size):
+            c, r, _, _ = pair_logprobs(ref_model, pairs[s : s + batch_size], pad_id)
+            chosen.append(c.float().cpu())
+            rejected.append(r.float().cpu())
+    finally:
+        ref_model.train(was_training)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+# ------------------------------------------------------------------------------ loss ----
+def dpo_loss(
+    chosen_logps: Tensor,
+    rejected_logps: Tensor,
+    ref_chosen_logps: Tensor | None = None,
+    ref_rejected_logps: Tensor | None = None,
+    chosen_lengths: Tensor | None = None,
+    rejected_lengths: Tensor | None = None,
+    *,
+    beta: float = 0.1,
+    loss_type: str = "dpo",
+    simpo_gamma: float = 0.5,
+    rdpo_alpha: float = 0.1,
+) -> tuple[Tensor, dict[str, float]]:
+    """The mean preference loss over a batch of pairs, and TRL-named metrics.
+
+    Inputs are ``(B,)`` **summed** response log-probs (the policy's, and for the losses
+    that use one, the reference's) and the response lengths in tokens (needed by
+    ``rdpo``, ``simpo`` and ``orpo``). See the module docstring for each ``loss_type``.
+    Returns ``(loss, metrics)``; ``metrics`` holds floats: ``loss``, ``rewards/chosen``,
+    ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``,
+    ``logps/rejected`` (and ``nll_loss``, ``log_odds_ratio`` for ORPO).
+
+    Gradient of DPO (the lecture's slide): ``−β σ(r̂⁻ − r̂⁺) [∇ log π(y⁺) − ∇ log π(y⁻)]``;
+    pairs the implicit reward already ranks correctly get a small weight.
+    """
+    loss_type = _check_loss_type(loss_type)
+    beta = _check_positive(beta, "beta")
+    if chosen_logps.shape != rejected_logps.shape or chosen_logps.dim() != 1:
+        raise ValueError(
+            f"chosen_logps {tuple(chosen_logps.shape)} and rejected_logps "
+            f"{tuple(rejected_logps.shape)} must both be (batch,)"
+        )
+    B = chosen_logps.shape[0]
+    uses_reference = loss_type not in REFERENCE_FREE
+    if uses_reference:
+        for name, t in (
+            ("ref_chosen_logps", ref_chosen_logps),
+            ("ref_rejected_logps", ref_rejected_logps),
+        ):
+            if t is None:
+                raise ValueError(
+                    f"loss_type={loss_type!r} needs {name} (the reference's log-probs)"
+                )
+            if t.shape != (B,):
+                raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({B},)")
+    if loss_type in ("rdpo", "simpo", "orpo"):
+        for name, t in (("chosen_lengths", chosen_lengths), ("rejected_lengths", rejected_lengths)):
+            if t is None:
+                raise ValueError(f"loss_type={loss_type!r} needs {name} (response lengths)")
+            if t.shape != (B,):
+                raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({B},)")
+            if bool((t <= 0).any()):
+                raise ValueError(f"{name} must be positive token counts")
+
+    metrics: dict[str, float] = {}
+    if uses_reference:
+        chosen_ratio = chosen_logps - ref_chosen_logps.to(chosen_logps)  # log π_θ/π_ref, (B,)
+        rejected_ratio = rejected_logps - ref_rejected_logps.to(rejected_logps)
+        h = chosen_ratio - rejected_ratio  # (B,)
+        chosen_reward, rejected_reward = beta * chosen_ratio, beta * rejected_ratio
+        if loss_type == "dpo":
+            losses = -F.logsigmoid(beta * h)
+        elif loss_type == "ipo":
+            losses = (h - 1.0 / (2.0 * beta)) ** 2
+        else:  # rdpo
+            alpha = _check_positive(rdpo_alpha, "rdpo_alpha", allow_zero=True)
+            length_gap = (chosen_lengths - rejected_lengths).to(h)
+            losses = -F.logsigmoid(beta * h - alpha * length_gap)
+    else:
+        chosen_avg = chosen_logps / chosen_lengths.to(chosen_logps)  # ℓ̄⁺, (B,)
+        rejected_avg = rejected_logps / rejected_lengths.to(rejected_logps)
+        chosen_reward, rejected_reward = beta * chosen_avg, beta * rejected_avg
+        if loss_type == "simpo":
+            gamma = _check_positive(simpo_gamma, "simpo_gamma", allow_zero=True)
+            losses = -F.logsigmoid(beta * (chosen_avg - rejected_avg) - gamma)
+        else:  # orpo: log odds(y) = log p − log(1 − p), p = exp(ℓ̄); expm1 keeps it exact
+            log_odds = (chosen_avg - torch.log(-torch.expm1(chosen_avg))) - (
+                rejected_avg - torch.log(-torch.expm1(rejected_avg))
+            )
+            nll = -chosen_avg  # the SFT loss on the chosen response, per token
+            odds_term = -F.logsigmoid(log_odds)
+            losses = nll + beta * odds_term
+            metrics["nll_loss"] = nll.mean().item()
+            metrics["log_odds_ratio"] = log_odds.mean().item()
+    loss = losses.mean()
+    margin = (chosen_reward - rejected_reward).detach()
+    metrics.update(
+        {
+            "loss": loss.item(),
+            "rewards/chosen": chosen_reward.detach().mean().item(),
+            "rewards/rejected": rejected_reward.detach().mean().item(),
+            "rewards/margins": margin.mean().item(),
+            "rewards/accuracies": (margin > 0).float().mean().item(),
+            "logps/chosen": chosen_logps.detach().mean().item(),
+            "logps/rejected": rejected_logps.detach().mean().item(),
+        }
+    )
+    return loss, metrics
+
+
+# -------------------------------------------------------------------------- training ----
+def _batch_rows(n: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """Rows of batch ``step``: a slice of a permutation that depends only on (seed, epoch)."""
+    per_epoch = n // batch_size
+    epoch, k = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return order[k * batch_size : (k + 1) * batch_size].tolist()
+
+
+def train_dpo(
+    policy: nn.Module,
+    pairs: Sequence[Pair],
+    ref_logps: tuple[Tensor, Tensor] | None,
+    steps: int,
+    lr: float = 5e-6,
+    beta: float = 0.1,
+    loss_type: str = "dpo",
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: bool = True,
+    log_every: int = 10,
+    *,
+    pad_id: int = 0,
+    warmup_steps: int = 0,
+    max_grad_norm: float = 1.0,
+    weight_decay: float = 0.0,
+    simpo_gamma: float = 0.5,
+    rdpo_alpha: float = 0.1,
+) -> list[dict[str, float]]:
+    """Train ``policy`` on preference pairs with ``dpo_loss``; return the history.
+
+    ``ref_logps`` is ``reference_logprobs(reference, pairs)`` (``None`` is allowed for the
+    reference-free ``simpo`` and ``orpo``). Each step takes ``batch_size`` pairs (a
+    permutation per epoch, fixed by ``seed``), runs chosen and rejected through the policy
+    in one pass, and takes an AdamW step (``shared.training.make_optimizer``; linear warmup
+    over ``warmup_steps``, then constant ``lr``) with gradients clipped to
+    ``max_grad_norm``. The policy runs in eval mode, i.e. without dropout (TRL's
+    ``disable_dropout``): dropout would make the policy and the reference disagree even
+    before training. Same seed and same starting weights give the same history.
+
+    The history has one dict per ``log_every`` steps (and the last step): ``step``,
+    ``lr``, ``grad_norm`` and the metrics of ``dpo_loss``, averaged over those steps.
+    """
+    from tqdm.auto import tqdm
+
+    from shared.training import lr_at, make_optimizer
+
+    loss_type = _check_loss_type(loss_type)
+    beta = _check_positive(beta, "beta")
+    lr = _check_positive(lr, "lr", allow_zero=True)
+    steps = _check_int(steps, "steps")
+    batch_size = _check_int(batch_size, "batch_size")
+    log_every = _check_int(log_every, "log_every")
+    warmup_steps = _check_int(warmup_steps, "warmup_steps", minimum=0)
+    seed = _check_int(seed, "seed", minimum=0)
+    max_grad_norm = _check_positive(max_grad_norm, "max_grad_norm")
+    pairs = _check_pairs(pairs, policy.cfg.context_length)
+    if len(pairs) < batch_size:
+        raise ValueError(f"{len(pairs)} pairs is fewer than one batch of batch_size={batch_size}")
+    ref_chosen = ref_rejected = None
+    if loss_type not in REFERENCE_FREE:
+        if ref_logps is None:
+            raise ValueError(
+                f"ref_logps is needed for loss_type={loss_type!r}: pass "
+                "reference_logprobs(reference, pairs)"
+            )
+        if not isinstance(ref_logps, (tuple, list)) or len(ref_logps) != 2:
+            raise ValueError("ref_logps must be the (chosen, rejected) pair of reference_logprobs")
+        ref_chosen, ref_rejected = (torch.as_tensor(t, dtype=torch.float32) for t in ref_logps)
+        if ref_chosen.shape != (len(pairs),) or ref_rejected.shape != (len(pairs),):
+            raise ValueError(
+                f"ref_logps has shapes {tuple(ref_chosen.shape)} and {tuple(ref_rejected.shape)}"
+                f" but there are {len(pairs)} pairs: was it computed on other pairs?"
+            )
+    for name, value in (("simpo_gamma", simpo_gamma), ("rdpo_alpha", rdpo_alpha)):
+        _check_positive(value, name, allow_zero=True)
+
+    optimizer = make_optimizer(policy, lr=lr, weight_decay=weight_decay)
+    schedule = functools.partial(
+        lr_at, max_lr=lr, warmup_steps=min(warmup_steps, steps), total_steps=steps, min_lr=lr
+    )
+    device = next(policy.parameters()).device
+    params = [p for p in policy.parameters() if p.requires_grad]
+    was_training = policy.training
+    policy.eval()  # no dropout; gradients flow as usual
+    history: list[dict[str, float]] = []
+    window: list[dict[str, float]] = []
+    bar = tqdm(range(steps), disable=not progress, desc=loss_type, mininterval=1.0)
+    try:
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = schedule(step)
+            rows = _batch_rows(len(pairs), batch_size, seed, step)
+            chosen, rejected, c_len, r_len = pair_logprobs(policy, [pairs[i] for i in rows], pad_id)
+            refs = (None, None)
+            if ref_chosen is not None:
+                refs = (ref_chosen[rows].to(device), ref_rejected[rows].to(device))
+            loss, metrics = dpo_loss(
+                chosen,
+                rejected,
+                *refs,
+                c_len,
+                r_len,
+                beta=beta,
+                loss_type=loss_type,
+                simpo_gamma=simpo_gamma,
+                rdpo_alpha=rdpo_alpha,
+            )
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"the {loss_type} loss is {loss.item()} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, max_grad_norm).item()
+            optimizer.step()
+            metrics["lr"] = schedule(step)
+            window.append(metrics)
+            done = step + 1
+            if done % log_every == 0 or done == steps:
+                row = {"step": done}
+                row.update({k: sum(m[k] for m in window) / len(window) for k in window[0]})
+                history.append(row)
+                window = []
+                bar.set_postfix(
+                    loss=f"{row['loss']:.3f}", margin=f"{row['rewards/margins']:.2f}", refresh=False
+                )
+    finally:
+        bar.close()
+        policy.train(was_training)
+    return history

@@ -1,0 +1,210 @@
+"""DPO and its variants: the loss values, the gradient's direction, training, bad input."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from shared.dpo import (
+    LOSS_TYPES,
+    dpo_loss,
+    encode_preference_pairs,
+    pair_logprobs,
+    reference_logprobs,
+    train_dpo,
+)
+from shared.gpt import GPTConfig, GPTModel
+from shared.policy import pad_pairs, sequence_logprobs
+
+torch.set_num_threads(1)
+CFG = GPTConfig(vocab_size=12, context_length=16, emb_dim=16, n_heads=2, n_layers=2)
+EOS = 0
+PAIRS = [
+    ([1, 2, 3], [4, 5, EOS], [6, EOS]),
+    ([2, 3], [7, 7, 8, EOS], [9, 9, EOS]),
+    ([3, 1, 4, 1], [5, EOS], [10, 11, 10, EOS]),
+    ([5, 9], [2, 6, EOS], [3, 5, EOS]),
+]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    torch.manual_seed(0)
+    return GPTModel(CFG).eval()
+
+
+def t(*values):
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def test_initial_dpo_loss_with_policy_equal_to_reference_is_ln2(reference):
+    policy = copy.deepcopy(reference)
+    ref = reference_logprobs(reference, PAIRS, batch_size=2)
+    chosen, rejected, c_len, r_len = pair_logprobs(policy, PAIRS)
+    loss, metrics = dpo_loss(chosen, rejected, *ref, c_len, r_len, beta=0.1)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert metrics["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    history = train_dpo(
+        policy, PAIRS, ref, steps=1, lr=1e-3, batch_size=4, progress=False, log_every=1
+    )
+    assert history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # measured before the step
+
+
+def test_ipo_at_h_zero_is_the_squared_target():
+    same = t(-3.0, -5.0)
+    for beta in (0.1, 0.5, 1.0):
+        loss, _ = dpo_loss(same, same, same, same, beta=beta, loss_type="ipo")
+        assert loss.item() == pytest.approx((1 / (2 * beta)) ** 2)
+
+
+def test_losses_on_hand_values():
+    c, r, rc, rr = t(-4.0), t(-6.0), t(-5.0), t(-5.0)  # h = (−4+5) − (−6+5) = 2
+    beta = 0.5
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    loss, m = dpo_loss(c, r, rc, rr, beta=beta)
+    assert loss.item() == pytest.approx(-math.log(sig(beta * 2)))
+    assert m["rewards/chosen"] == pytest.approx(0.5) and m["rewards/rejected"] == pytest.approx(
+        -0.5
+    )
+    assert m["rewards/margins"] == pytest.approx(1.0) and m["rewards/accuracies"] == 1.0
+    assert m["logps/chosen"] == -4.0 and m["logps/rejected"] == -6.0
+    loss, _ = dpo_loss(c, r, rc, rr, beta=beta, loss_type="ipo")
+    assert loss.item() == pytest.approx((2 - 1 / (2 * beta)) ** 2)
+    lc, lr = torch.tensor([4]), torch.tensor([2])
+    loss, _ = dpo_loss(c, r, rc, rr, lc, lr, beta=beta, loss_type="rdpo", rdpo_alpha=0.3)
+    assert loss.item() == pytest.approx(-math.log(sig(beta * 2 - 0.3 * (4 - 2))))
+    loss, m = dpo_loss(c, r, None, None, lc, lr, beta=2.0, loss_type="simpo", simpo_gamma=0.5)
+    assert loss.item() == pytest.approx(-math.log(sig(2.0 * (-4 / 4 - -6 / 2) - 0.5)))
+    assert m["rewards/chosen"] == pytest.approx(2.0 * -1.0)  # β times the averaged log-prob
+    loss, m = dpo_loss(c, r, None, None, lc, lr, beta=0.5, loss_type="orpo")
+    odds = lambda avg: avg - math.log(1 - math.exp(avg))  # noqa: E731
+    expected = 1.0 + 0.5 * -math.log(sig(odds(-1.0) - odds(-3.0)))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert m["nll_loss"] == pytest.approx(1.0)
+
+
+def test_dpo_gradient_raises_the_chosen_and_lowers_the_rejected_log_prob():
+    chosen, rejected = t(-4.0, -2.0).requires_grad_(), t(-3.0, -6.0).requires_grad_()
+    ref_c, ref_r = t(-4.0, -3.0), t(-3.5, -5.0)
+    beta = 0.1
+    loss, _ = dpo_loss(chosen, rejected, ref_c, ref_r, beta=beta)
+    loss.backward()
+    h = (chosen - ref_c) - (rejected - ref_r)
+    weight = beta * torch.sigmoid(-beta * h.detach()) / 2  # the lecture's σ(r̂⁻ − r̂⁺), mean
+    assert torch.allclose(chosen.grad, -weight) and torch.allclose(rejected.grad, weight)
+    assert (chosen.grad < 0).all()  # descending the loss raises log π(y⁺)
+
+
+def test_summed_and_averaged_log_probs(reference):
+    chosen, rejected, c_len, r_len = pair_logprobs(reference, PAIRS)
+    rows = [(p, c) for p, c, _ in PAIRS]
+    avg = sequence_logprobs(reference, pad_pairs(rows, EOS), average=True)
+    assert torch.allclose(avg * c_len, chosen, atol=1e-6)
+    assert c_len.tolist() == [3, 4, 2, 3] and r_len.tolist() == [2, 3, 4, 3]
+    # SimPO compares averages: the same pairs with a longer chosen side keep the same loss
+    loss_a, _ = dpo_loss(t(-2.0), t(-3.0), None, None, t(2), t(3), beta=2.0, loss_type="simpo")
+    loss_b, _ = dpo_loss(t(-4.0), t(-3.0), None, None, t(4), t(3), beta=2.0, loss_type="simpo")
+    assert loss_a.item() == pytest.approx(loss_b.item())
+    loss_c, _ = dpo_loss(t(-4.0), t(-3.0), t(0.0), t(0.0), beta=2.0)  # DPO's sums do change
+    assert loss_c.item() != pytest.approx(loss_a.item())
+
+
+@pytest.mark.parametrize("loss_type", ["dpo", "ipo", "simpo"])
+def test_a_few_steps_separate_chosen_from_rejected(reference, loss_type):
+    policy = copy.deepcopy(reference)
+    ref = reference_logprobs(reference, PAIRS) if loss_type != "simpo" else None
+    beta = {"dpo": 0.5, "ipo": 0.5, "simpo": 2.0}[loss_type]
+    history = train_dpo(
+        policy, PAIRS, ref, steps=25, lr=3e-3, beta=beta, loss_type=loss_type,
+        batch_size=4, progress=False, log_every=5,
+    )  # fmt: skip
+    assert history[-1]["rewards/margins"] > 0.45
+    assert history[-1]["rewards/accuracies"] == 1.0
+    assert history[-1]["loss"] < history[0]["loss"]
+    if loss_type == "ipo":  # IPO regresses h to 1/(2β): the margin β·h settles at 1/2
+        assert history[-1]["rewards/margins"] == pytest.approx(0.5, abs=0.05)
+    chosen, _, _, _ = pair_logprobs(policy, PAIRS)
+    before, _, _, _ = pair_logprobs(reference, PAIRS)
+    assert (chosen > before).all()  # on this toy case the chosen responses became likelier
+
+
+def test_training_is_deterministic_for_a_seed(reference):
+    ref = reference_logprobs(reference, PAIRS)
+    runs = []
+    for _ in range(2):
+        policy = copy.deepcopy(reference)
+        runs.append(
+            train_dpo(
+                policy,
+                PAIRS,
+                ref,
+                steps=4,
+                lr=1e-3,
+                batch_size=2,
+                seed=3,
+                progress=False,
+                log_every=2,
+                loss_type="rdpo",
+            )  # fmt: skip
+        )
+    assert runs[0] == runs[1] and [r["step"] for r in runs[0]] == [2, 4]
+
+
+def test_orpo_trains_without_a_reference(reference):
+    policy = copy.deepcopy(reference)
+    history = train_dpo(
+        policy, PAIRS, None, steps=3, lr=1e-3, loss_type="orpo", batch_size=2, progress=False
+    )
+    assert {"nll_loss", "log_odds_ratio", "rewards/margins"} <= set(history[-1])
+
+
+def test_bad_input_names_the_parameter(reference):
+    ref = reference_logprobs(reference, PAIRS)
+    with pytest.raises(ValueError, match="loss_type"):
+        dpo_loss(t(-1.0), t(-2.0), t(-1.0), t(-2.0), loss_type="kto2")
+    for beta in (0.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="beta"):
+            dpo_loss(t(-1.0), t(-2.0), t(-1.0), t(-2.0), beta=beta)
+        with pytest.raises(ValueError, match="beta"):
+            train_dpo(copy.deepcopy(reference), PAIRS, ref, 1, beta=beta, progress=False)
+    with pytest.raises(ValueError, match="chosen_logps"):
+        dpo_loss(t(-1.0, -2.0), t(-2.0), t(-1.0), t(-2.0))
+    with pytest.raises(ValueError, match="ref_chosen_logps"):
+        dpo_loss(t(-1.0), t(-2.0))
+    with pytest.raises(ValueError, match="chosen_lengths"):
+        dpo_loss(t(-1.0), t(-2.0), loss_type="simpo")
+    with pytest.raises(ValueError, match="ref_logps"):
+        train_dpo(copy.deepcopy(reference), PAIRS[:3], ref, 1, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="ref_logps"):
+        train_dpo(copy.deepcopy(reference), PAIRS, None, 1, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="loss_type"):
+        train_dpo(copy.deepcopy(reference), PAIRS, ref, 1, loss_type="ppo", progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        train_dpo(copy.deepcopy(reference), PAIRS, ref, 1, batch_size=5, progress=False)
+    with pytest.raises(ValueError, match=r"pairs\[1\].*context_length"):
+        reference_logprobs(reference, [PAIRS[0], ([1] * 10, [2] * 7, [3])])
+    with pytest.raises(ValueError, match=r"pairs\[0\] has an empty rejected"):
+        pair_logprobs(reference, [([1], [2], [])])
+
+
+class _Encoding:
+    """Just enough of a tiktoken.Encoding: one id per character."""
+
+    eot_token = 0
+
+    def encode(self, text, allowed_special="all"):
+        return [1 + ord(ch) % 11 for ch in text]
+
+
+def test_encode_preference_pairs_adds_the_space_and_the_end_of_text():
+    pairs = [{"prompt": "Q:", "chosen": "Yes.", "rejected": "no"}]
+    [(prompt, chosen, rejected)] = encode_preference_pairs(pairs, _Encoding(), 16)
+    assert len(prompt) == 2 and len(chosen) == len(" Yes.") + 1 and chosen[-1] == 0
+    assert rejected[-1] == 0 and len(rejected) == 4
+    with pytest.raises(ValueError, match="context_length"):
+        encode_preference_pairs(pairs, _Encoding(), 6)
+
+
+def test_loss_types_listed():
+    assert set(LOSS_TYPES) == {"dpo", "ipo", "rdpo", "simpo", "orpo"}
