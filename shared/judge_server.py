@@ -59,6 +59,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -204,7 +205,8 @@ class GenerationOptions:
         """Check an ``"options"`` object of a request; ValueError names the bad field.
 
         ``defaults`` replaces Ollama's defaults for the fields the request leaves out
-        (the OpenAI endpoint samples at temperature 1 with no top-k or top-p, for example).
+        (the OpenAI endpoint samples at temperature 1 with no top-k or top-p, for example);
+        ``where`` is how the messages name the object (``""``: its fields are top-level).
         """
         if options is None:
             options = {}
@@ -482,7 +484,7 @@ class ChatModel:
         self.answer_lead = default_lead if answer_lead is None else answer_lead
         specials = encoding.special_tokens_set
         self.stop_ids = {encoding.encode_single_token(t) for t in STOP_TOKENS if t in specials}
-        self.lock = threading.Lock()
+        self.lock = _lock_for(model)
         self.modified_at = datetime.now(timezone.utc)
         self._digest: str | None = None
 
@@ -592,6 +594,17 @@ class ChatModel:
         return int(
             sample_next(logits, options.temperature, options.top_k, options.top_p, generator)
         )
+
+
+# One lock per nn.Module, not per ChatModel: the same weights served under two names (two
+# templates, say) must still answer one request at a time.
+_MODEL_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(model: nn.Module) -> threading.Lock:
+    with _MODEL_LOCKS_GUARD:
+        return _MODEL_LOCKS.setdefault(model, threading.Lock())
 
 
 def _human_count(n: int) -> str:

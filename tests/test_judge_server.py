@@ -7,6 +7,7 @@ tokens it writes (or fails on purpose) where a test needs to know the answer in 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import urllib.error
@@ -36,6 +37,7 @@ from shared.judge_server import (
     raw_prompt,
     serve_in_background,
 )
+from shared.sft import PHI3_SPECIALS, extend_encoding
 
 ENC = get_encoding()
 CFG = GPTConfig(
@@ -582,3 +584,20 @@ def test_load_chat_model_reads_the_template_the_checkpoint_records(tmp_path) -> 
     assert load_chat_model("m", path, template="alpaca").template == "alpaca"
     with pytest.raises(SystemExit):
         main(["--model", f"m={tmp_path / 'missing.pt'}"])
+
+
+def test_phi3_models_stop_at_the_end_of_their_turn() -> None:
+    enc = extend_encoding(ENC, PHI3_SPECIALS)
+    end = enc.encode_single_token("<|end|>")
+    cfg = dataclasses.replace(CFG, vocab_size=enc.n_vocab)
+    model = ScriptedGPT(cfg, script=[*ENC.encode(" Yes."), end, *ENC.encode(" more")])
+    cm = ChatModel("phi", model, enc, template="phi3")
+    answer = cm.answer(cm.build_prompt(HI), {"temperature": 0})
+    assert "".join(answer) == "Yes." and answer.done_reason == "stop"
+    assert answer.prompt_ids[:1] == [enc.encode_single_token("<|user|>")]
+
+
+def test_one_set_of_weights_answers_one_request_at_a_time() -> None:
+    model = make_model(0)
+    assert ChatModel("a", model, ENC).lock is ChatModel("b", model, ENC, "raw").lock
+    assert ChatModel("c", make_model(0), ENC).lock is not ChatModel("d", model, ENC).lock
