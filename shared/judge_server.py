@@ -8,7 +8,9 @@ Start it from a shell (``--model`` may be repeated; the template is optional)::
 
     python -m shared.judge_server --port 11434 --model sft=data/checkpoints/sft.pt:alpaca
 
-or from a notebook, in a background thread on a free port::
+(with no ``--model`` it serves those of the released sft, ppo, dpo and judge checkpoints
+that exist, each with the template its checkpoint records), or from a notebook, in a
+background thread on a free port::
 
     app = create_app({"sft": ChatModel("sft", model, encoding)})
     with serve_in_background(app) as url:
@@ -651,12 +653,18 @@ def load_chat_model(
     """A ``ChatModel`` from a checkpoint file written by ``shared.checkpoints``.
 
     Without ``template``, the one the checkpoint records (``extra["template"]``, as the SFT
-    checkpoint does) is used, else Alpaca. The Phi-3 template brings its special tokens.
+    checkpoint does) is used, else Alpaca; a recorded name missing from ``PROMPT_TEMPLATES``
+    is a ValueError. The Phi-3 template brings its special tokens.
     """
     path = Path(path)
     if template is None:
-        extra = read_checkpoint(path).get("extra") or {}
-        template = extra.get("template") if extra.get("template") in PROMPT_TEMPLATES else "alpaca"
+        template = (read_checkpoint(path).get("extra") or {}).get("template", "alpaca")
+        if template not in PROMPT_TEMPLATES:
+            raise ValueError(
+                f"checkpoint {path} records the prompt template {template!r}, which is not in "
+                f"PROMPT_TEMPLATES ({sorted(PROMPT_TEMPLATES)}): add its function there, or "
+                "pass template="
+            )
     encoding = get_encoding()
     if template == "phi3":
         encoding = extend_encoding(encoding, PHI3_SPECIALS)
@@ -1129,7 +1137,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(f"the model name {name!r} is given twice")
         if not path.is_file():
             parser.error(f"--model {name}: no checkpoint file at {path}")
-        models[name] = load_chat_model(name, path, template, device=args.device)
+        try:
+            models[name] = load_chat_model(name, path, template, device=args.device)
+        except (ValueError, OSError) as e:  # a bad file, another tokenizer, a bad template
+            parser.error(f"--model {name}: {e}")
         print(f"loaded {models[name]!r} from {path}")
     app = create_app(models, max_requests=args.max_requests)
     print(f"serving {sorted(models)} at http://{args.host}:{args.port} (Ctrl-C stops)")

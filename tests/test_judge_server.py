@@ -582,6 +582,11 @@ def test_load_chat_model_reads_the_template_the_checkpoint_records(tmp_path) -> 
     in_memory = ChatModel("m", model, ENC, template="raw")
     assert cm.chat("Nabo lives in", **GREEDY) == in_memory.chat("Nabo lives in", **GREEDY)
     assert load_chat_model("m", path, template="alpaca").template == "alpaca"
+    odd = save_checkpoint(tmp_path / "odd.pt", model, extra={"template": "chatml"}, tokenizer=ENC)
+    with pytest.raises(ValueError, match="records the prompt template 'chatml'"):
+        load_chat_model("odd", odd)
+    plain = save_checkpoint(tmp_path / "plain.pt", model, tokenizer=ENC)
+    assert load_chat_model("p", plain).template == "alpaca"
     with pytest.raises(SystemExit):
         main(["--model", f"m={tmp_path / 'missing.pt'}"])
 
