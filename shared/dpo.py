@@ -57,10 +57,14 @@ from the preference data); the reference log-probs are computed once before trai
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 import numbers
 import operator
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +135,8 @@ def _check_pairs(pairs: Sequence, context_length: int | None = None) -> list[Pai
                         f"pairs[{i}]: prompt + {side} is {len(prompt) + len(ids)} tokens, more "
                         f"than the context_length of {context_length}"
                     )
+        if chosen == rejected:
+            raise ValueError(f"pairs[{i}] has the same chosen and rejected ids: nothing to prefer")
         out.append((prompt, chosen, rejected))
     return out
 
@@ -141,15 +147,34 @@ def encode_preference_pairs(
 ) -> list[Pair]:
     """``(prompt_ids, chosen_ids, rejected_ids)`` for preference pairs with text fields.
 
-    Each pair has ``prompt`` (the formatted prompt text), ``chosen`` and ``rejected``; a
-    response is written as in fine-tuning (``shared.sft.format_response``) and ends with
-    end-of-text, so the policy is also judged on stopping. A pair that does not fit in
-    ``context_length`` tokens is an error that names it.
+    Each pair has ``prompt`` (the formatted prompt text), ``chosen`` and ``rejected``. A
+    response is encoded exactly as supervised fine-tuning saw it: ``shared.sft.
+    format_response(text)`` (the response after one space, the project tokenizer's words
+    all start with one) followed by end-of-text, so the policy is also judged on stopping,
+    and ``prompt_ids + chosen_ids`` are the ids SFT trained on for that answer. A pair with
+    a missing or empty field, with the same chosen and rejected text (nothing to prefer),
+    or that does not fit in ``context_length`` tokens is an error that names it.
     """
     from shared.sft import format_response
 
+    if isinstance(pairs, (str, bytes, dict)) or not isinstance(pairs, Sequence):
+        raise TypeError(f"pairs must be a list of dicts, got {type(pairs).__name__}")
     out = []
-    for p in pairs:
+    for i, p in enumerate(pairs):
+        if not isinstance(p, dict):
+            raise TypeError(f"pair {i} must be a dict, got {type(p).__name__}")
+        for field in ("prompt", "chosen", "rejected"):
+            if field not in p:
+                raise ValueError(f"pair {i} has no {field!r} field")
+            if not isinstance(p[field], str) or not p[field].strip():
+                raise ValueError(
+                    f"pair {i}: {field!r} must be a non-empty string, got {p[field]!r}"
+                )
+        if p["chosen"].strip() == p["rejected"].strip():
+            raise ValueError(
+                f"pair {i}: chosen and rejected are the same text {p['chosen']!r}, so there is "
+                "nothing to prefer"
+            )
         prompt = encoding.encode(p["prompt"], allowed_special="all")
         chosen, rejected = (
             encoding.encode(format_response(p[side], template), allowed_special="all")
@@ -319,6 +344,16 @@ def _batch_rows(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     return order[k * batch_size : (k + 1) * batch_size].tolist()
 
 
+def _state_key(settings: dict, pairs: Sequence[Pair], ref: tuple | None) -> str:
+    """A digest of everything a resumed run must share with the run that saved the state."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    h.update(repr(list(pairs)).encode())
+    if ref is not None:
+        for t in ref:
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
 def train_dpo(
     policy: nn.Module,
     pairs: Sequence[Pair],
@@ -338,6 +373,8 @@ def train_dpo(
     weight_decay: float = 0.0,
     simpo_gamma: float = 0.5,
     rdpo_alpha: float = 0.1,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int = 50,
 ) -> list[dict[str, float]]:
     """Train ``policy`` on preference pairs with ``dpo_loss``; return the history.
 
@@ -352,9 +389,18 @@ def train_dpo(
 
     The history has one dict per ``log_every`` steps (and the last step): ``step``,
     ``lr``, ``grad_norm`` and the metrics of ``dpo_loss``, averaged over those steps.
+
+    A loss or a gradient norm that is not finite stops training with a
+    ``FloatingPointError`` that says at which step, before the optimizer step that would
+    spread it into the weights. With ``checkpoint_path``, the state (weights, optimizer,
+    step, history) is written there atomically every ``checkpoint_every`` steps, and a run
+    started again with the same arguments continues from it (the same history as an
+    uninterrupted run); a state saved by a run with other settings or other pairs is an
+    error that names the file. The caller deletes the file once the result is safe.
     """
     from tqdm.auto import tqdm
 
+    from shared.files import atomic_open
     from shared.training import lr_at, make_optimizer
 
     loss_type = _check_loss_type(loss_type)
@@ -363,6 +409,7 @@ def train_dpo(
     steps = _check_int(steps, "steps")
     batch_size = _check_int(batch_size, "batch_size")
     log_every = _check_int(log_every, "log_every")
+    checkpoint_every = _check_int(checkpoint_every, "checkpoint_every")
     warmup_steps = _check_int(warmup_steps, "warmup_steps", minimum=0)
     seed = _check_int(seed, "seed", minimum=0)
     max_grad_norm = _check_positive(max_grad_norm, "max_grad_norm")
@@ -378,11 +425,19 @@ def train_dpo(
             )
         if not isinstance(ref_logps, (tuple, list)) or len(ref_logps) != 2:
             raise ValueError("ref_logps must be the (chosen, rejected) pair of reference_logprobs")
-        ref_chosen, ref_rejected = (torch.as_tensor(t, dtype=torch.float32) for t in ref_logps)
+        ref_chosen, ref_rejected = (
+            torch.as_tensor(t, dtype=torch.float32).cpu() for t in ref_logps
+        )
         if ref_chosen.shape != (len(pairs),) or ref_rejected.shape != (len(pairs),):
             raise ValueError(
                 f"ref_logps has shapes {tuple(ref_chosen.shape)} and {tuple(ref_rejected.shape)}"
                 f" but there are {len(pairs)} pairs: was it computed on other pairs?"
+            )
+        bad = (~torch.isfinite(ref_chosen) | ~torch.isfinite(ref_rejected)).nonzero().flatten()
+        if len(bad):
+            raise FloatingPointError(
+                f"ref_logps are not finite for {len(bad)} pairs (first: pairs[{bad[0].item()}]):"
+                " is the reference model broken?"
             )
     for name, value in (("simpo_gamma", simpo_gamma), ("rdpo_alpha", rdpo_alpha)):
         _check_positive(value, name, allow_zero=True)
@@ -391,13 +446,44 @@ def train_dpo(
     schedule = functools.partial(
         lr_at, max_lr=lr, warmup_steps=min(warmup_steps, steps), total_steps=steps, min_lr=lr
     )
+    history: list[dict[str, float]] = []
+    window: list[dict[str, float]] = []
+    first = 0
+    key = None
+    if checkpoint_path is not None:
+        checkpoint_path = Path(checkpoint_path)
+        settings = dict(
+            steps=steps, lr=lr, beta=beta, loss_type=loss_type, batch_size=batch_size,
+            seed=seed, log_every=log_every, pad_id=pad_id, warmup_steps=warmup_steps,
+            max_grad_norm=max_grad_norm, weight_decay=weight_decay,
+            simpo_gamma=float(simpo_gamma), rdpo_alpha=float(rdpo_alpha),
+        )  # fmt: skip
+        ref = None if ref_chosen is None else (ref_chosen, ref_rejected)
+        key = _state_key(settings, pairs, ref)
+        if checkpoint_path.is_file():
+            try:
+                state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                raise ValueError(
+                    f"cannot read the training state {checkpoint_path} ({exc}): delete it to "
+                    "start over"
+                ) from exc
+            if state.get("key") != key:
+                raise ValueError(
+                    f"the training state {checkpoint_path} was saved by a run with other "
+                    "settings or other pairs: delete it or choose another checkpoint_path"
+                )
+            policy.load_state_dict(state["policy"])
+            optimizer.load_state_dict(state["optimizer"])
+            first, history, window = state["step"], state["history"], state["window"]
     device = next(policy.parameters()).device
     params = [p for p in policy.parameters() if p.requires_grad]
     was_training = policy.training
     policy.eval()  # no dropout; gradients flow as usual
-    history: list[dict[str, float]] = []
-    window: list[dict[str, float]] = []
-    bar = tqdm(range(steps), disable=not progress, desc=loss_type, mininterval=1.0)
+    bar = tqdm(
+        range(first, steps), disable=not progress, desc=loss_type, mininterval=1.0,
+        initial=first, total=steps,
+    )  # fmt: skip
     try:
         for step in bar:
             for group in optimizer.param_groups:
@@ -419,10 +505,19 @@ def train_dpo(
                 rdpo_alpha=rdpo_alpha,
             )
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"the {loss_type} loss is {loss.item()} at step {step}")
+                raise FloatingPointError(
+                    f"the {loss_type} loss is {loss.item()} at step {step}: training stopped "
+                    "before this step changed the weights (lower lr or check the inputs)"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, max_grad_norm).item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm).item()
+            if not math.isfinite(grad_norm):
+                raise FloatingPointError(
+                    f"the gradient norm is {grad_norm} at step {step}: training stopped "
+                    "before this step changed the weights"
+                )
+            metrics["grad_norm"] = grad_norm
             optimizer.step()
             metrics["lr"] = schedule(step)
             window.append(metrics)
@@ -435,6 +530,17 @@ def train_dpo(
                 bar.set_postfix(
                     loss=f"{row['loss']:.3f}", margin=f"{row['rewards/margins']:.2f}", refresh=False
                 )
+            if checkpoint_path is not None and (done % checkpoint_every == 0 or done == steps):
+                state = {
+                    "key": key,
+                    "step": done,
+                    "policy": policy.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                    "window": window,
+                }
+                with atomic_open(checkpoint_path) as f:
+                    torch.save(state, f)
     finally:
         bar.close()
         policy.train(was_training)

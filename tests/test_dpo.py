@@ -208,3 +208,93 @@ def test_encode_preference_pairs_adds_the_space_and_the_end_of_text():
 
 def test_loss_types_listed():
     assert set(LOSS_TYPES) == {"dpo", "ipo", "rdpo", "simpo", "orpo"}
+
+
+def test_responses_are_encoded_exactly_as_sft_trained_on_them():
+    """prompt ids + chosen ids == the ids of the same answer in SFT's InstructionDataset."""
+    import json
+
+    import shared
+    from shared import bpe, sft
+
+    enc = bpe.get_encoding()
+    entries = json.loads((shared.DATA_DIR / "instructions" / "train.json").read_text("utf-8"))
+    entries = entries[:40]
+    pairs = [
+        {"prompt": sft.format_prompt(e), "chosen": e["output"], "rejected": e["answer"] + "?"}
+        for e in entries
+    ]
+    encoded = encode_preference_pairs(pairs, enc, 128)
+    dataset = sft.InstructionDataset(entries, enc)
+    for (prompt, chosen, rejected), (ids, prompt_len), e in zip(encoded, dataset.items, entries):
+        assert prompt + chosen == ids and len(prompt) == prompt_len
+        assert enc.decode(chosen[:1]).startswith(" ")  # the leading space of format_response
+        assert chosen[-1] == rejected[-1] == enc.eot_token
+        assert enc.decode(chosen[:-1]) == sft.format_response(e["output"])
+
+
+def test_bad_pairs_are_named():
+    good = {"prompt": "Q:", "chosen": "Yes.", "rejected": "no"}
+    for bad, message in (
+        ({"prompt": "Q:", "chosen": "Yes."}, r"pair 1 has no 'rejected' field"),
+        ({"prompt": "Q:", "rejected": "no"}, r"pair 1 has no 'chosen' field"),
+        ({"prompt": "Q:", "chosen": "", "rejected": "no"}, r"pair 1: 'chosen' must be"),
+        ({"prompt": "Q:", "chosen": None, "rejected": "no"}, r"pair 1: 'chosen' must be"),
+        ({"prompt": "Q:", "chosen": "Yes.", "rejected": "Yes."}, r"pair 1: chosen and rejected"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            encode_preference_pairs([good, bad], _Encoding(), 16)
+    with pytest.raises(TypeError, match="pair 0"):
+        encode_preference_pairs(["Q: Yes. no"], _Encoding(), 16)
+    with pytest.raises(ValueError, match=r"pairs\[1\] has the same chosen and rejected"):
+        pair_logprobs(copy.deepcopy(GPTModel(CFG)), [PAIRS[0], ([1, 2], [3, EOS], [3, EOS])])
+
+
+def test_a_non_finite_loss_stops_training_before_the_weights_change(reference):
+    ref = reference_logprobs(reference, PAIRS)
+    broken = (ref[0].clone(), ref[1].clone())
+    broken[1][2] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"pairs\[2\]"):
+        train_dpo(copy.deepcopy(reference), PAIRS, broken, 2, batch_size=2, progress=False)
+    policy = copy.deepcopy(reference)
+    with torch.no_grad():
+        policy.out_head.weight[3, 0] = float("inf")  # every logit row that uses it breaks
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 0"):
+        train_dpo(policy, PAIRS, ref, 3, lr=1e-3, batch_size=2, progress=False)
+    after = policy.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no step was taken
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(reference, tmp_path, monkeypatch):
+    import shared.dpo as dpo
+
+    ref = reference_logprobs(reference, PAIRS)
+    kwargs = dict(steps=6, lr=1e-3, batch_size=2, seed=1, progress=False, log_every=2)
+    whole = copy.deepcopy(reference)
+    expected = train_dpo(whole, PAIRS, ref, **kwargs)
+
+    state = tmp_path / "state.pt"
+    calls = {"n": 0}
+    real = dpo.pair_logprobs
+
+    def interrupted(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(dpo, "pair_logprobs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_dpo(copy.deepcopy(reference), PAIRS, ref, **kwargs, checkpoint_path=state,
+                  checkpoint_every=2)  # fmt: skip
+    monkeypatch.setattr(dpo, "pair_logprobs", real)
+    assert torch.load(state, weights_only=True)["step"] == 2
+    resumed = copy.deepcopy(reference)
+    history = train_dpo(resumed, PAIRS, ref, **kwargs, checkpoint_path=state, checkpoint_every=2)
+    assert history == expected
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="other settings"):
+        train_dpo(copy.deepcopy(reference), PAIRS, ref, **(kwargs | {"lr": 2e-3}),
+                  checkpoint_path=state)  # fmt: skip
