@@ -298,3 +298,35 @@ def test_an_interrupted_run_resumes_to_the_same_result(reference, tmp_path, monk
     with pytest.raises(ValueError, match="other settings"):
         train_dpo(copy.deepcopy(reference), PAIRS, ref, **(kwargs | {"lr": 2e-3}),
                   checkpoint_path=state)  # fmt: skip
+
+
+def test_make_dpo_keeps_the_last_good_checkpoint_when_the_loss_is_not_finite(
+    reference, tmp_path, monkeypatch
+):
+    import argparse
+    import importlib.util
+
+    import shared
+    from shared.checkpoints import save_checkpoint
+
+    spec = importlib.util.spec_from_file_location("make_dpo", shared.DATA_DIR / "dpo.py")
+    make_dpo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_dpo)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setattr(make_dpo, "CACHE", cache)
+    path = tmp_path / "dpo.pt"
+    save_checkpoint(path, reference, step=7)
+    good = path.read_bytes()
+    ref = reference_logprobs(reference, PAIRS)
+    policy = copy.deepcopy(reference)
+    with torch.no_grad():
+        policy.out_head.weight[3, 0] = float("inf")
+    settings = dict(loss_type="dpo", beta=0.1, lr=1e-3, steps=4, batch_size=2, warmup_steps=0)
+    args = argparse.Namespace(seed=0, no_progress=True)
+    with pytest.raises(FloatingPointError, match="not finite|nan"):
+        make_dpo.train_and_release(
+            "broken", policy, PAIRS, ref, settings, args, path, _Encoding(), {}
+        )
+    assert path.read_bytes() == good  # the last good checkpoint is untouched
+    assert not list(cache.glob("*weights*"))  # nor is a broken result cached
