@@ -56,9 +56,9 @@ DATA_DIR = Path(__file__).resolve().parent
 CACHE = DATA_DIR / "cache"
 CHECKPOINTS = DATA_DIR / "checkpoints"
 # Round 1 (the released model): DPO on every training pair.
-SETTINGS = dict(loss_type="dpo", beta=0.1, lr=3e-5, steps=240, batch_size=16, warmup_steps=10)
+SETTINGS = dict(loss_type="dpo", beta=0.1, lr=1e-4, steps=150, batch_size=16, warmup_steps=10)
 # The comparison runs: shorter, all of the same length.
-SHORT_STEPS = 80
+SHORT_STEPS = 40
 # Each loss type with hyperparameters from the lecture's table (for IPO, beta is its tau;
 # for ORPO, its lambda).
 LOSS_VARIANTS = {
@@ -70,7 +70,7 @@ LOSS_VARIANTS = {
 }
 BETAS = (0.01, 0.05, 0.1, 0.5)
 # Round 2: on-policy pairs ranked by the reward model, round 1 as the reference.
-ROUND2 = dict(prompts=800, samples=4, temperature=1.0, beta=0.1, lr=2e-5, steps=100)
+ROUND2 = dict(prompts=400, samples=4, temperature=1.0, beta=0.1, lr=5e-5, steps=60)
 STYLES = ("preferred", "curt", "padded", "cut", "empty")
 KL_NEW_TOKENS = 40  # sampled continuation length for the KL estimate (as in generation)
 

@@ -152,7 +152,8 @@ def encode_preference_pairs(
     format_response(text)`` (the response after one space, the project tokenizer's words
     all start with one) followed by end-of-text, so the policy is also judged on stopping,
     and ``prompt_ids + chosen_ids`` are the ids SFT trained on for that answer. A pair with
-    a missing or empty field, with the same chosen and rejected text (nothing to prefer),
+    a missing field or an empty prompt, with the same chosen and rejected text (nothing to
+    prefer),
     or that does not fit in ``context_length`` tokens is an error that names it.
     """
     from shared.sft import format_response
@@ -166,10 +167,10 @@ def encode_preference_pairs(
         for field in ("prompt", "chosen", "rejected"):
             if field not in p:
                 raise ValueError(f"pair {i} has no {field!r} field")
-            if not isinstance(p[field], str) or not p[field].strip():
-                raise ValueError(
-                    f"pair {i}: {field!r} must be a non-empty string, got {p[field]!r}"
-                )
+            if not isinstance(p[field], str):
+                raise ValueError(f"pair {i}: {field!r} must be a string, got {p[field]!r}")
+        if not p["prompt"].strip():
+            raise ValueError(f"pair {i} has an empty prompt")
         if p["chosen"].strip() == p["rejected"].strip():
             raise ValueError(
                 f"pair {i}: chosen and rejected are the same text {p['chosen']!r}, so there is "
@@ -177,7 +178,12 @@ def encode_preference_pairs(
             )
         prompt = encoding.encode(p["prompt"], allowed_special="all")
         chosen, rejected = (
-            encoding.encode(format_response(p[side], template), allowed_special="all")
+            # an empty response (a model that stopped at once) is the end-of-text alone
+            (
+                encoding.encode(format_response(p[side], template), allowed_special="all")
+                if p[side].strip()
+                else []
+            )
             + [encoding.eot_token]
             for side in ("chosen", "rejected")
         )

@@ -238,12 +238,16 @@ def test_bad_pairs_are_named():
     for bad, message in (
         ({"prompt": "Q:", "chosen": "Yes."}, r"pair 1 has no 'rejected' field"),
         ({"prompt": "Q:", "rejected": "no"}, r"pair 1 has no 'chosen' field"),
-        ({"prompt": "Q:", "chosen": "", "rejected": "no"}, r"pair 1: 'chosen' must be"),
+        ({"prompt": " ", "chosen": "a", "rejected": "no"}, r"pair 1 has an empty prompt"),
+        ({"prompt": "Q:", "chosen": " ", "rejected": ""}, r"pair 1: chosen and rejected"),
         ({"prompt": "Q:", "chosen": None, "rejected": "no"}, r"pair 1: 'chosen' must be"),
         ({"prompt": "Q:", "chosen": "Yes.", "rejected": "Yes."}, r"pair 1: chosen and rejected"),
     ):
         with pytest.raises(ValueError, match=message):
             encode_preference_pairs([good, bad], _Encoding(), 16)
+    # an empty response (the model stopped at once) is the end-of-text alone
+    [(_, _, rejected)] = encode_preference_pairs([good | {"rejected": ""}], _Encoding(), 16)
+    assert rejected == [0]
     with pytest.raises(TypeError, match="pair 0"):
         encode_preference_pairs(["Q: Yes. no"], _Encoding(), 16)
     with pytest.raises(ValueError, match=r"pairs\[1\] has the same chosen and rejected"):
