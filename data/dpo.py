@@ -119,15 +119,10 @@ class Evaluator:
         """Share of held-out pairs whose chosen side has the larger implicit reward."""
         rows = list(range(0, len(self.pairs), stride))
         pairs = [self.pairs[i] for i in rows]
-        policy.eval()
-        chosen, rejected = [], []
-        for k in range(0, len(pairs), 32):
-            c, r, cl, rl = dpo_lib.pair_logprobs(policy, pairs[k : k + 32], self.pad)
-            if loss_type in dpo_lib.REFERENCE_FREE:  # the reward is β times the mean log-prob
-                c, r = c / cl, r / rl
-            chosen.append(c.float())
-            rejected.append(r.float())
-        chosen, rejected = torch.cat(chosen), torch.cat(rejected)
+        chosen, rejected = dpo_lib.reference_logprobs(policy, pairs, pad_id=self.pad)
+        if loss_type in dpo_lib.REFERENCE_FREE:  # the reward is β times the mean log-prob
+            chosen = chosen / torch.tensor([len(c) for _, c, _ in pairs])
+            rejected = rejected / torch.tensor([len(r) for _, _, r in pairs])
         if loss_type not in dpo_lib.REFERENCE_FREE:
             chosen = chosen - self.ref_pairs[0][rows]
             rejected = rejected - self.ref_pairs[1][rows]

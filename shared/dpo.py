@@ -216,28 +216,72 @@ def pair_logprobs(
 
 
 @torch.no_grad()
+def _shared_prompt_logprobs(model: nn.Module, pairs: Sequence[Pair], pad_id: int) -> Tensor:
+    """Summed response log-probs of ``[chosen rows; rejected rows]`` for pairs whose prompts
+    all have the same length: the prompt runs once into a KV cache, both responses continue
+    it (the prompt is most of every sequence here, so this nearly halves the work)."""
+    from shared.policy import logprobs_from_logits
+
+    device = next(model.parameters()).device
+    prompts = torch.tensor([p for p, _, _ in pairs], device=device)  # (b, Lp)
+    cache = model.new_kv_cache()
+    first = model(prompts, kv_cache=cache)[:, -1:]  # (b, 1, V): predicts response token 0
+    for layer in cache.layers:  # the same prompt cache for the chosen and the rejected rows
+        layer.keys = torch.cat([layer.keys, layer.keys])
+        layer.values = torch.cat([layer.values, layer.values])
+    responses = [c for _, c, _ in pairs] + [r for _, _, r in pairs]
+    width = max(len(r) for r in responses)
+    ids = torch.full((len(responses), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(responses), width), device=device)
+    for i, r in enumerate(responses):
+        ids[i, : len(r)] = torch.tensor(r, device=device)
+        mask[i, : len(r)] = 1.0
+    logits = torch.cat([first, first])  # (2b, 1, V)
+    if width > 1:
+        rest = model(ids[:, :-1], kv_cache=cache)  # (2b, W-1, V)
+        logits = torch.cat([logits, rest], dim=1)  # (2b, W, V)
+    return (logprobs_from_logits(logits, ids) * mask).sum(1)  # (2b,)
+
+
+@torch.no_grad()
 def reference_logprobs(
     ref_model: nn.Module, pairs: Sequence[Pair], batch_size: int = 32, pad_id: int = 0
 ) -> tuple[Tensor, Tensor]:
     """``log π_ref(y⁺|x)`` and ``log π_ref(y⁻|x)`` for every pair: two ``(N,)`` tensors.
 
     The reference is frozen, so these numbers never change during training: computing
-    them once halves the work of every step (TRL's ``precompute_ref_log_probs``). The
-    model runs in eval mode (no dropout); its mode is restored afterwards.
+    them once halves the work of every step (TRL's ``precompute_ref_log_probs``). Pairs
+    are grouped by prompt length, and each group's prompts run once for both responses
+    (with a KV cache, when the model has one); the numbers equal ``pair_logprobs`` up to
+    float rounding. The model runs in eval mode (no dropout); its mode is restored
+    afterwards. Any model works here, not only the reference: it is also how a trained
+    policy's log-probs of held-out pairs are measured.
     """
     batch_size = _check_int(batch_size, "batch_size")
     pairs = _check_pairs(pairs, ref_model.cfg.context_length)
     was_training = ref_model.training
     ref_model.eval()
-    chosen, rejected = [], []
+    chosen = torch.zeros(len(pairs))
+    rejected = torch.zeros(len(pairs))
+    groups: dict[int, list[int]] = {}
+    for i, (prompt, _, _) in enumerate(pairs):
+        groups.setdefault(len(prompt), []).append(i)
+    cached = hasattr(ref_model, "new_kv_cache")
     try:
-        for s in range(0, len(pairs), batch_size):
-            c, r, _, _ = pair_logprobs(ref_model, pairs[s : s + batch_size], pad_id)
-            chosen.append(c.float().cpu())
-            rejected.append(r.float().cpu())
+        for _, members in sorted(groups.items()):
+            for s in range(0, len(members), batch_size):
+                rows = members[s : s + batch_size]
+                chunk = [pairs[i] for i in rows]
+                if cached:
+                    both = _shared_prompt_logprobs(ref_model, chunk, pad_id).float().cpu()
+                    c, r = both[: len(rows)], both[len(rows) :]
+                else:
+                    c, r, _, _ = pair_logprobs(ref_model, chunk, pad_id)
+                chosen[rows] = c.float().cpu()
+                rejected[rows] = r.float().cpu()
     finally:
         ref_model.train(was_training)
-    return torch.cat(chosen), torch.cat(rejected)
+    return chosen, rejected
 
 
 # ------------------------------------------------------------------------------ loss ----

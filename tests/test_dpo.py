@@ -334,3 +334,11 @@ def test_make_dpo_keeps_the_last_good_checkpoint_when_the_loss_is_not_finite(
         )
     assert path.read_bytes() == good  # the last good checkpoint is untouched
     assert not list(cache.glob("*weights*"))  # nor is a broken result cached
+
+
+def test_reference_logprobs_with_a_shared_prompt_equal_the_plain_forward(reference):
+    pairs = PAIRS + [([1, 2, 3], [7, EOS], [8, 9, 10, 11, EOS]), ([2, 3], [4], [5])]
+    chosen, rejected = reference_logprobs(reference, pairs, batch_size=2)
+    c, r, _, _ = pair_logprobs(reference, pairs)
+    assert torch.allclose(chosen, c.detach(), atol=1e-5)
+    assert torch.allclose(rejected, r.detach(), atol=1e-5)
