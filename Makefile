@@ -15,7 +15,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) \
 PYTEST_ARGS ?=
 LINT_PATHS := shared tests $(wildcard data/*.py) $(NOTEBOOKS)
 
-.PHONY: help setup run notebooks test unit nbval lint format lab data pretrain sft dpo bench clean
+.PHONY: help setup run notebooks test unit nbval lint format lab data pretrain sft rm dpo ppo bench clean
 
 help:
 	@echo "make run    - set up if needed, then execute every notebook and solution in order (outputs in place)"
@@ -25,7 +25,9 @@ help:
 	@echo "make bench  - print speed figures (tokenizer, training, KV cache)"
 	@echo "make pretrain - train the released base model (data/checkpoints/base_small.pt)"
 	@echo "make sft    - instruction-tune the base model (data/checkpoints/sft.pt)"
+	@echo "make rm     - train the reward model on preference pairs (data/checkpoints/rm.pt)"
 	@echo "make dpo    - DPO from the SFT model, loss variants, beta sweep, round 2 (data/checkpoints/dpo.pt)"
+	@echo "make ppo    - PPO from the SFT model against the reward model, best-of-n (data/checkpoints/ppo.pt)"
 	@echo "make lint   - ruff on the package, the tests and the notebooks"
 	@echo "make clean  - remove the environment and caches"
 
@@ -82,9 +84,16 @@ pretrain: $(STAMP)
 sft: $(STAMP)
 	$(BIN)/python data/sft.py
 
+rm: $(STAMP)
+	$(BIN)/python data/rm.py
+
 # Resumes by itself after an interruption (finished runs and training state in data/cache/).
 dpo: $(STAMP)
 	$(BIN)/python data/dpo.py
+
+# Resumes by itself after an interruption (trainer state in data/cache/).
+ppo: $(STAMP)
+	$(BIN)/python data/ppo.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache notebooks/.ipynb_checkpoints

@@ -8,6 +8,8 @@
   (``shared.python_corpus``), identical bytes on the same Python version and platform;
 - ``instructions/train.json``, ``test.json``, ``val.json``: instruction data about the tiny
   world (``shared.instruction_data``) in the Alpaca fields plus kind, answer and style;
+- ``preferences/train.json``, ``test.json``, ``val.json``: preference pairs (prompt, chosen,
+  rejected) built on those instructions by rule (``shared.preference_data``);
 - ``MANIFEST.json``: size, character count and sha256 of every generated file, so a test
   can check that a fresh build reproduces the committed files.
 
@@ -27,19 +29,20 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent
 try:
-    from shared import bpe, instruction_data, python_corpus, tiny_world
+    from shared import bpe, instruction_data, preference_data, python_corpus, tiny_world
     from shared.files import write_json, write_text
 except ImportError:  # run from a clone where `shared` is not pip-installed
     sys.path.insert(0, str(DATA_DIR.parent))
-    from shared import bpe, instruction_data, python_corpus, tiny_world
+    from shared import bpe, instruction_data, preference_data, python_corpus, tiny_world
     from shared.files import write_json, write_text
 
 WORLD_SEED = 0  # which people exist
 CORPUS_SEED = 0  # which texts describe them
 PYTHON_DOCS_SEED = 0  # which documents go to val
 INSTRUCTION_SEED = 0  # which questions are asked, which people are held out
+PREFERENCE_SEED = 0  # which wrong answers and dispreferred styles the pairs use
 # Folders whose files the manifest records; a new build step adds its folder here.
-GENERATED_DIRS = ["tiny_world", "python_docs", "tokenizer", "instructions"]
+GENERATED_DIRS = ["tiny_world", "python_docs", "tokenizer", "instructions", "preferences"]
 
 
 def build_tiny_world(out: Path) -> None:
@@ -56,13 +59,17 @@ def build_tiny_world(out: Path) -> None:
 
 
 def build_instructions(out: Path) -> None:
-    """Instruction entries about the tiny world, one JSON list per split."""
+    """Instruction entries about the tiny world and preference pairs built on them, one
+    JSON list per split."""
     world = tiny_world.make_world(seed=WORLD_SEED)
     entries = instruction_data.make_instruction_data(world, seed=INSTRUCTION_SEED)
     for split in ("train", "test", "val"):
         write_json(
             out / "instructions" / f"{split}.json", [e for e in entries if e["split"] == split]
         )
+    pairs = preference_data.make_preference_pairs(entries, world, seed=PREFERENCE_SEED)
+    for split in ("train", "test", "val"):
+        write_json(out / "preferences" / f"{split}.json", [p for p in pairs if p["split"] == split])
 
 
 def build_python_docs(out: Path, force: bool = False) -> dict:
@@ -137,6 +144,7 @@ def write_manifest(out: Path, python_docs_build: dict) -> dict:
         "seeds": {
             "corpus": CORPUS_SEED,
             "instructions": INSTRUCTION_SEED,
+            "preferences": PREFERENCE_SEED,
             "python_docs": PYTHON_DOCS_SEED,
             "world": WORLD_SEED,
         },

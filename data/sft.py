@@ -43,7 +43,7 @@ from shared.training import evaluate_loss, lr_at, make_optimizer, train
 
 DATA_DIR = Path(__file__).resolve().parent
 CACHE = DATA_DIR / "cache"
-SETTINGS = dict(batch_size=16, max_steps=480, max_lr=1e-3, warmup_steps=20, weight_decay=0.1)
+SETTINGS = dict(batch_size=16, max_steps=480, max_lr=3e-4, warmup_steps=20, weight_decay=0.1)
 MIN_LR_FRACTION = 0.1
 COMPARE_STEPS = 120  # the three variants are compared in shorter runs, all of the same length
 GRAD_CLIP = 1.0
@@ -98,15 +98,16 @@ def finetune(variant: str, args, encoding, data: dict, progress: bool, steps=Non
         datasets["val"], SETTINGS["batch_size"], shuffle=False, mask_prompt=mask
     )
     steps = steps or args.max_steps or SETTINGS["max_steps"]
-    optimizer = make_optimizer(model, lr=SETTINGS["max_lr"], weight_decay=SETTINGS["weight_decay"])
+    max_lr = args.max_lr or SETTINGS["max_lr"]
+    optimizer = make_optimizer(model, lr=max_lr, weight_decay=SETTINGS["weight_decay"])
     schedule = functools.partial(
         lr_at,
-        max_lr=SETTINGS["max_lr"],
+        max_lr=max_lr,
         warmup_steps=min(SETTINGS["warmup_steps"], steps),
         total_steps=steps,
-        min_lr=SETTINGS["max_lr"] * MIN_LR_FRACTION,
+        min_lr=max_lr * MIN_LR_FRACTION,
     )
-    state = CACHE / f"sft_{variant}_{steps}_state.pt"
+    state = CACHE / f"sft_{variant}_{steps}_{max_lr:g}_state.pt"
     model.train()
     history = train(
         model,
@@ -130,6 +131,7 @@ def finetune(variant: str, args, encoding, data: dict, progress: bool, steps=Non
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-steps", type=int, help="override the step count (a quick check)")
+    parser.add_argument("--max-lr", type=float, help="override the peak learning rate")
     parser.add_argument("--checkpoint-every", type=int, default=40)
     parser.add_argument("--out-dir", type=Path, default=DATA_DIR / "checkpoints")
     parser.add_argument("--no-comparisons", action="store_true", help="only the released model")
@@ -187,14 +189,21 @@ def main(argv: list[str] | None = None) -> dict:
         "train_entries": len(data["train"]),
         "steps": history["steps"][-1],
         "train_seconds": history["elapsed"][-1],
-        "settings": SETTINGS | {"grad_clip": GRAD_CLIP, "seed": args.seed},
+        "settings": SETTINGS
+        | {
+            "max_lr": args.max_lr or SETTINGS["max_lr"],
+            "max_steps": args.max_steps or SETTINGS["max_steps"],
+            "grad_clip": GRAD_CLIP,
+            "seed": args.seed,
+        },
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
     write_json(out / "sft_log.json", history)
     write_json(out / "sft_responses.json", responses)
     write_json(out / "sft_metrics.json", metrics)  # written again with each comparison
-    (CACHE / f"sft_alpaca_masked_{SETTINGS['max_steps']}_state.pt").unlink(missing_ok=True)
+    for state in CACHE.glob("sft_alpaca_masked_*_state.pt"):
+        state.unlink()
     o = sft_eval["overall"]
     print(
         f"test exact match {o['exact']:.1%} (base {base_eval['overall']['exact']:.1%}), "
@@ -213,7 +222,8 @@ def compare(args, encoding, data, held_out, progress, metrics, out, start) -> di
     steps = args.compare_steps
     metrics["comparisons"] = {"steps": steps}
     for variant in VARIANTS:
-        cached = CACHE / f"sft_{variant}_{steps}_result.json"
+        max_lr = args.max_lr or SETTINGS["max_lr"]
+        cached = CACHE / f"sft_{variant}_{steps}_{max_lr:g}_result.json"
         if cached.is_file() and not args.max_steps:
             result = json.loads(cached.read_text("utf-8"))
         else:
@@ -223,7 +233,8 @@ def compare(args, encoding, data, held_out, progress, metrics, out, start) -> di
             result.pop("responses")
             result["final_val_loss"] = hist["val_loss"][-1]
             write_json(cached, result)
-            (CACHE / f"sft_{variant}_{steps}_state.pt").unlink(missing_ok=True)
+            for state in CACHE.glob(f"sft_{variant}_{steps}_*_state.pt"):
+                state.unlink()
             print(f"{variant}: test exact match {result['overall']['exact']:.1%}")
         metrics["comparisons"][variant] = result
         write_json(out / "sft_metrics.json", metrics)

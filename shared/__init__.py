@@ -20,6 +20,12 @@ One module per concern:
 - ``gold``: the gold rule that grades any response to a tiny-world instruction.
 - ``sft``: prompt templates, new special tokens, the instruction dataset, collate, evaluation.
 - ``hooks``: hooks removed as a group, the residual stream, the logit lens, patching.
+- ``preference_data``: chosen/rejected pairs built on the instructions, right by the gold rule.
+- ``reward_model``: a scalar head on a GPT backbone, the Bradley-Terry loss, training on pairs.
+- ``policy``: padded prompt/response batches, log-probs, sampling, KL estimators.
+- ``ppo``: PPO for a language model (actor, critic, reward, reference; GAE, clipping).
+- ``dpo``: the DPO loss and its variants (IPO, SimPO, R-DPO, ORPO), training on pairs.
+- ``judge_client`` / ``judge_server``: Ollama's chat API, as a client and a local server.
 - ``diagrams``: the figures of the chapters (roadmap, pipeline, GPT block, ...).
 """
 

@@ -10,7 +10,9 @@ style, so one function can grade any response, from the data or from any model:
   "who is older" (there the first name mentioned is the answer), and so on.
 - **style**: ``preferred`` (one complete sentence ending in ``.``, ``!`` or ``?``),
   ``padded`` (filler, or more than one sentence), ``curt`` (a bare answer without a
-  sentence), ``cut`` (stops mid-sentence) or ``empty``.
+  sentence), ``cut`` (stops mid-sentence: no
+  full stop, and a last word such as "is" or "the" that no sentence ends on, or more than
+  two words that do not end with the answer) or ``empty``.
 - **rating**, 1 to 5, the scale of the lecture's rubric prompt:
 
   | rating | rule |
@@ -38,6 +40,8 @@ __all__ = ["Verdict", "assess", "compare", "gold_reward", "response_style"]
 
 _NUMBER_WORDS = {number_words(n): n for n in range(100)}
 _SENTENCE_END = re.compile(r"[.!?]['\"]?$")
+# Words a sentence cannot end on: a response that stops on one was cut off.
+_DANGLING = frozenset("a an the is are was of in by than to and or at".split())
 _FILLER_PIECES = tuple(piece.lower() for pair in idata.FILLERS for piece in pair)
 
 
@@ -111,6 +115,8 @@ def response_style(response: str, answer: str = "") -> str:
         return "padded"
     if _SENTENCE_END.search(text):
         return "preferred"
+    if low.split()[-1] in _DANGLING:  # "Nabo is", "The plural of horse is"
+        return "cut"
     if len(text.split()) <= 2 or (answer and _normal(text).endswith(_normal(answer))):
         return "curt"
     return "cut"
@@ -128,7 +134,7 @@ def assess(entry: dict, response: str, world: World | None = None) -> Verdict:
     style = response_style(response, answer)
     if kind == "passive":
         correct = _normal(answer) in _normal(response)
-        wrong = not correct and " by " in f" {_normal(response)} "
+        wrong = not correct and re.search(r"\bby \w", _normal(response)) is not None
     else:
         vocabulary = _vocabulary(kind, world, entry)
         target = _mentions(answer, vocabulary)[0] if vocabulary is None else answer.lower()

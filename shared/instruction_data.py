@@ -20,6 +20,14 @@ styles apart by rule.
 
 **Held-out people.** 30% of the people never appear in the training split, so questions
 about them can only be answered from what pretraining stored.
+
+**Written the way pretraining wrote.** The tokenizer learned its merges on the tiny world's
+text, where a word like ``goat`` always follows a space: `` goat`` is one token, while
+``goat`` at the start of a line is three pieces (``g``, ``o``, ``at``) the model has hardly
+ever seen. So every word a model must read follows a space: a word to work on is given as
+``Word: horse`` and a list as ``List: key, rabbit``; only sentences start a line, as they
+do in the pretraining text. (Responses get the same treatment in ``shared.sft``: the
+response follows the template after a space.)
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ FILLERS = (
     ("Sure, I can help with that question.", "I hope this answer is useful to you!"),
     ("Well, let me think about this for a moment.", "Please ask me if you want to know more."),
 )
+WORD_LABEL, LIST_LABEL = "Word:", "List:"  # how a word or a list to work on is given
 HELD_OUT_SHARE = 0.3
 SPLIT_SHARES = {"train": 0.85, "test": 0.10, "val": 0.05}
 MIN_PER_KIND = {"test": 10, "val": 5}  # so that every kind's test accuracy means something
@@ -133,12 +142,12 @@ FACT_KINDS = ("town", "pet", "colour", "age")
 # Entries per kind that is not about a person's facts (the facts come from the people).
 COUNTS = {
     "older": 320,
-    "arithmetic": 260,
-    "plural": 170,
-    "opposite": 200,
+    "arithmetic": 400,
+    "plural": 300,
+    "opposite": 300,
     "spelling": 200,
-    "passive": 200,
-    "kind": 170,
+    "passive": 400,
+    "kind": 300,
     "counting": 200,
 }
 OPPOSITES = (
@@ -223,19 +232,21 @@ def _arithmetic(rng: random.Random, template: int) -> Entry:
     words = rng.random() < 0.5
     say = number_words if words else str
     question = QUESTIONS["arithmetic"][template].format(a=say(a), op=op, b=say(b))
-    full = f"{say(a).capitalize()} {op} {say(b)} is {say(c)}."
+    full = f"The answer is {say(c)}."
     return _entry("arithmetic", template, question, "", say(c), full, say(c))
 
 
 def _plural(noun: str, template: int) -> Entry:
     many = plural(noun)
-    full = f"The plural of {noun} is {many}."
-    return _entry("plural", template, QUESTIONS["plural"][template], noun, many, full, many)
+    full = f"The plural is {many}."
+    q = QUESTIONS["plural"][template]
+    return _entry("plural", template, q, f"{WORD_LABEL} {noun}", many, full, many)
 
 
 def _opposite(word: str, other: str, template: int) -> Entry:
-    full = f"The opposite of {word} is {other}."
-    return _entry("opposite", template, QUESTIONS["opposite"][template], word, other, full, other)
+    full = f"The opposite is {other}."
+    q = QUESTIONS["opposite"][template]
+    return _entry("opposite", template, q, f"{WORD_LABEL} {word}", other, full, other)
 
 
 def misspell(word: str, rng: random.Random) -> str:
@@ -260,8 +271,9 @@ def misspell(word: str, rng: random.Random) -> str:
 
 def _spelling(word: str, rng: random.Random, template: int) -> Entry:
     wrong = misspell(word, rng)
-    full = f"The correct spelling is '{word}'."
-    return _entry("spelling", template, QUESTIONS["spelling"][template], wrong, word, full, word)
+    full = f"The correct spelling is {word}."
+    q = QUESTIONS["spelling"][template]
+    return _entry("spelling", template, q, f"{WORD_LABEL} {wrong}", word, full, word)
 
 
 def _passive(person, verb: str, thing: str, template: int) -> Entry:
@@ -277,8 +289,9 @@ def _kind(thing: str, template: int) -> Entry:
         kind = "animal"
     else:
         kind = next(KIND_NAMES[k] for k, things in OBJECT_KINDS.items() if thing in things)
-    full = f"{article(thing).capitalize()} {thing} is {article(kind)} {kind}."
-    return _entry("kind", template, QUESTIONS["kind"][template], thing, kind, full, kind)
+    full = f"It is {article(kind)} {kind}."
+    q = QUESTIONS["kind"][template]
+    return _entry("kind", template, q, f"{WORD_LABEL} {thing}", kind, full, kind)
 
 
 def _counting(rng: random.Random, things: list[str], template: int) -> Entry:
@@ -286,7 +299,7 @@ def _counting(rng: random.Random, things: list[str], template: int) -> Entry:
     n = len(items)
     full = f"There are {n} items in the list."
     q = QUESTIONS["counting"][template]
-    return _entry("counting", template, q, ", ".join(items), str(n), full, str(n))
+    return _entry("counting", template, q, f"{LIST_LABEL} {', '.join(items)}", str(n), full, str(n))
 
 
 # ------------------------------------------------------------------------- the data ----

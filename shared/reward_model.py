@@ -10,24 +10,41 @@ LayerNorm) and swaps that head for ``nn.Linear(emb_dim, 1)``: one number per pos
 - PPO's **critic** (value model) uses every position: ``V(s_t)``, the expected return from
   token ``t`` on.
 
-Padding: ``score`` takes an ``attention_mask`` (1 = real token) and works with right
-padding (real tokens first) and left padding (real tokens last) alike, because it looks up
-the last 1 in each row rather than assuming where the padding is. With left padding the
-positions of the real tokens shift, which changes what a model with learned absolute
-positions computes; right padding is what the training code here uses.
+Padding: ``score`` takes an ``attention_mask`` (1 = real token) and gives the same score
+for right padding (real tokens first) and left padding (real tokens last). It reads the
+last 1 of each row rather than assuming where the padding is, and it first moves a
+left-padded row's tokens to the front (``align_left``): with learned absolute positions and
+no padding mask, left padding would otherwise shift every position and let the real tokens
+attend to the padding.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import math
+import os
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shared.gpt import GPTModel
+from shared.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
+from shared.gpt import GPTConfig, GPTModel
 
-__all__ = ["ScalarModel", "bradley_terry_loss", "final_hidden", "last_token_index"]
+__all__ = [
+    "ScalarModel",
+    "align_left",
+    "bradley_terry_loss",
+    "encode_pairs",
+    "final_hidden",
+    "last_token_index",
+    "load_scalar_model",
+    "pad_right",
+    "score_pairs",
+    "train_reward_model",
+]
 
 
 def final_hidden(model: GPTModel, idx: Tensor) -> Tensor:
@@ -63,6 +80,24 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
     return torch.where(mask, positions, -1).max(dim=1).values
 
 
+def align_left(idx: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Move each row's real tokens to the front (left padding becomes right padding).
+
+    The model has learned absolute positions and no padding mask: a left-padded row would
+    put its tokens at other positions and let them attend to the padding. Rolling every row
+    so that its first real token sits at position 0 makes the score of a row independent of
+    how it was padded. Rows must be contiguous (padding only before or after the tokens).
+    """
+    mask = attention_mask.bool()
+    first = mask.long().argmax(dim=1)  # (B,) index of the first real token
+    T = idx.shape[1]
+    source = (torch.arange(T, device=idx.device)[None, :] + first[:, None]) % T  # (B, T)
+    idx, moved = idx.gather(1, source), mask.gather(1, source)
+    if not bool((moved.long().cummin(dim=1).values == moved.long()).all()):
+        raise ValueError("attention_mask rows must be one run of real tokens, padded on one side")
+    return idx, moved.to(attention_mask.dtype)
+
+
 class ScalarModel(nn.Module):
     """A copy of a GPT backbone with a scalar head: ``forward(idx)`` gives ``(B, T)``.
 
@@ -92,6 +127,7 @@ class ScalarModel(nn.Module):
                 f"attention_mask has shape {tuple(attention_mask.shape)} but idx has "
                 f"{tuple(idx.shape)}"
             )
+        idx, attention_mask = align_left(idx, attention_mask)
         values = self(idx)  # (B, T)
         last = last_token_index(attention_mask)  # (B,)
         return values.gather(1, last[:, None]).squeeze(1)
@@ -120,3 +156,183 @@ def bradley_terry_loss(
     if centring:
         loss = loss + centring * ((chosen + rejected) ** 2).mean()
     return loss
+
+
+def load_scalar_model(path: str | os.PathLike, *, tokenizer=None) -> ScalarModel:
+    """Rebuild a ``ScalarModel`` saved with ``save_checkpoint`` (config from the file), in
+    eval mode and float32 (a bfloat16 file is widened)."""
+    ckpt = read_checkpoint(path)
+    if ckpt["config"] is None:
+        raise ValueError(f"checkpoint {path} stores no config, so the model cannot be built")
+    model = ScalarModel(GPTModel(GPTConfig.from_dict(ckpt["config"])))
+    load_checkpoint(path, model, tokenizer=tokenizer, _checkpoint=ckpt)
+    return model.float().eval()
+
+
+# ------------------------------------------------------------------ training on pairs ----
+def encode_pairs(pairs: Sequence[dict], encoding, max_length: int) -> list[tuple[list, list]]:
+    """``(chosen_ids, rejected_ids)`` per pair: prompt + response + end-of-text, with the
+    response written as in fine-tuning (``shared.sft.format_response``: after a space).
+
+    A pair longer than ``max_length`` tokens (the model's context) is an error that names
+    the pair, rather than a silent cut that would score a different text.
+    """
+    from shared.sft import format_response
+
+    out = []
+    for i, p in enumerate(pairs):
+        prompt = encoding.encode(p["prompt"], allowed_special="all")
+        both = []
+        for side in ("chosen", "rejected"):
+            response = encoding.encode(format_response(p[side]), allowed_special="all")
+            ids = prompt + response + [encoding.eot_token]
+            if len(ids) > max_length:
+                raise ValueError(
+                    f"pair {i}: prompt + {side} is {len(ids)} tokens, more than the "
+                    f"context of {max_length}"
+                )
+            both.append(ids)
+        out.append(tuple(both))
+    return out
+
+
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-pad id lists into ``(idx, attention_mask)``, both ``(B, T_max)``."""
+    width = max(len(s) for s in seqs)
+    idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        idx[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return idx, mask
+
+
+def _pair_scores(model: ScalarModel, batch: Sequence[tuple], pad_id: int) -> tuple:
+    """Scores of the chosen and the rejected sides, in one forward pass over ``2B`` rows."""
+    idx, mask = pad_right([c for c, _ in batch] + [r for _, r in batch], pad_id)
+    device = next(model.parameters()).device
+    scores = model.score(idx.to(device), mask.to(device))
+    return scores[: len(batch)], scores[len(batch) :]
+
+
+@torch.no_grad()
+def score_pairs(
+    model: ScalarModel, encoded: Sequence[tuple], pad_id: int, batch_size: int = 64
+) -> tuple[Tensor, Tensor]:
+    """The model's scores of every chosen and every rejected response: two ``(N,)`` tensors."""
+    was_training = model.training
+    model.eval()
+    chosen, rejected = [], []
+    for k in range(0, len(encoded), batch_size):
+        c, r = _pair_scores(model, encoded[k : k + batch_size], pad_id)
+        chosen.append(c.float())
+        rejected.append(r.float())
+    model.train(was_training)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """Batch ``step``: a slice of a permutation that depends only on (seed, epoch)."""
+    per_epoch = n // batch_size
+    epoch, k = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+    return order[k * batch_size : (k + 1) * batch_size].tolist()
+
+
+def train_reward_model(
+    model: ScalarModel,
+    train: Sequence[tuple],
+    steps: int,
+    pad_id: int,
+    lr: float = 1e-4,
+    batch_size: int = 16,
+    warmup_steps: int = 10,
+    weight_decay: float = 0.0,
+    margin: float = 0.0,
+    centring: float = 0.0,
+    seed: int = 0,
+    evaluate_on: Sequence[tuple] | None = None,
+    eval_every: int = 50,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int = 50,
+    progress: bool = True,
+    tokenizer=None,
+) -> dict[str, list]:
+    """Train ``model`` on encoded pairs with the Bradley–Terry loss; return the history.
+
+    AdamW with warmup and cosine decay (to 10%), gradients clipped to norm 1. The history
+    has, per logged step, the mean ``loss``, ``accuracy`` (share of pairs with
+    r⁺ > r⁻) and ``margin`` (mean r⁺ − r⁻) of the training batches since the last log, and
+    with ``evaluate_on`` the same two figures on those pairs (``eval_accuracy``,
+    ``eval_margin``). With ``checkpoint_path``, the state is saved every
+    ``checkpoint_every`` steps and at the end, and a run started again with the same
+    arguments continues from it: batch ``i`` depends only on ``(seed, i)``.
+    """
+    from tqdm.auto import tqdm
+
+    from shared.training import lr_at, make_optimizer
+
+    if len(train) < batch_size:
+        raise ValueError(f"{len(train)} training pairs is fewer than one batch of {batch_size}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
+    schedule = functools.partial(
+        lr_at, max_lr=lr, warmup_steps=min(warmup_steps, steps), total_steps=steps, min_lr=lr / 10
+    )
+    keys = ("steps", "loss", "accuracy", "margin", "eval_accuracy", "eval_margin", "lr")
+    history: dict[str, list] = {k: [] for k in keys}
+    start = 0
+    if checkpoint_path is not None and os.path.isfile(checkpoint_path):
+        ckpt = load_checkpoint(checkpoint_path, model, optimizer)
+        start, history = ckpt["step"], ckpt["extra"]["history"]
+        if ckpt["extra"]["settings"] != [steps, batch_size, seed, lr]:
+            raise ValueError(
+                f"{checkpoint_path} was written by a run with (steps, batch_size, seed, lr) = "
+                f"{ckpt['extra']['settings']}, not {[steps, batch_size, seed, lr]}; delete it "
+                "to start again"
+            )
+
+    def save(step: int) -> None:
+        if checkpoint_path is not None:
+            extra = {"history": history, "settings": [steps, batch_size, seed, lr]}
+            save_checkpoint(
+                checkpoint_path, model, optimizer, step=step, extra=extra, tokenizer=tokenizer
+            )
+
+    model.train()
+    running = []
+    bar = tqdm(total=steps, initial=start, disable=not progress, desc="reward model", mininterval=1)
+    for step in range(start, steps):
+        for group in optimizer.param_groups:
+            group["lr"] = schedule(step)
+        batch = [train[i] for i in _batch_indices(len(train), batch_size, seed, step)]
+        chosen, rejected = _pair_scores(model, batch, pad_id)
+        loss = bradley_terry_loss(chosen, rejected, margin=margin, centring=centring)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"the loss is {loss.item()} at step {step}; nothing saved")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        diff = (chosen - rejected).detach()
+        running.append((loss.item(), (diff > 0).float().mean().item(), diff.mean().item()))
+        bar.update(1)
+        done = step + 1
+        if done % eval_every == 0 or done == steps:
+            history["steps"].append(done)
+            for key, column in zip(("loss", "accuracy", "margin"), zip(*running)):
+                history[key].append(sum(column) / len(column))
+            history["lr"].append(schedule(step))
+            running = []
+            if evaluate_on:
+                c, r = score_pairs(model, evaluate_on, pad_id)
+                history["eval_accuracy"].append((c > r).float().mean().item())
+                history["eval_margin"].append((c - r).mean().item())
+                model.train()
+            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", acc=f"{history['accuracy'][-1]:.2f}")
+        if done % checkpoint_every == 0 or done == steps:
+            save(done)
+    bar.close()
+    model.eval()
+    return history

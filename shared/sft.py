@@ -1,6 +1,7 @@
 """Instruction fine-tuning: prompt templates, the dataset, the collate function, evaluation.
 
-- ``format_prompt`` / ``format_example``: an entry in the Alpaca or the Phi-3 template.
+- ``format_prompt`` / ``format_response`` / ``format_example``: an entry in the Alpaca or the
+  Phi-3 template (the response after a space, see ``RESPONSE_LEAD``).
 - ``extend_encoding`` / ``extend_vocabulary``: new special tokens for the tokenizer and the
   matching new rows of the embedding matrix (the Phi-3 template needs three).
 - ``InstructionDataset``: every example tokenized once, with the length of its prompt.
@@ -41,6 +42,7 @@ __all__ = [
     "extend_vocabulary",
     "format_example",
     "format_prompt",
+    "format_response",
     "generate_responses",
     "normalized_match",
 ]
@@ -52,6 +54,12 @@ ALPACA_HEADER = (
     "Below is an instruction that describes a task. "
     "Write a response that appropriately completes the request."
 )
+# The response follows the template after one space. The project's tokenizer learned its
+# merges on the tiny world's text, where words follow spaces: " Nabo" and " goat" are single
+# tokens the base model knows well, while "Nabo" or "goat" at the start of a line split into
+# pieces it has hardly seen (a GPT-2-sized tokenizer and corpus would not care). The space
+# belongs to the response, so the model writes it; decoded responses are stripped.
+RESPONSE_LEAD = " "
 # Phi-3's chat markers (Abdin et al., 2024), as the lecture shows them.
 PHI3_SPECIALS = ("<|user|>", "<|assistant|>", "<|end|>")
 
@@ -72,14 +80,20 @@ def format_prompt(entry: dict, template: str = "alpaca") -> str:
         return text + "\n\n### Response:\n"
     user = entry["instruction"]
     if entry["input"]:  # Phi-3 has one user message: the input is folded into it
-        user = f"{user.rstrip('.?')}: '{entry['input']}'"
+        user = f"{user}\n{entry['input']}"
     return f"<|user|>\n{user}\n<|assistant|>\n"
 
 
+def format_response(text: str, template: str = "alpaca") -> str:
+    """A response as it follows the prompt: after ``RESPONSE_LEAD`` (a space), and closed
+    with ``<|end|>`` in the Phi-3 template."""
+    end = "<|end|>" if _check_template(template) == "phi3" else ""
+    return RESPONSE_LEAD + text + end
+
+
 def format_example(entry: dict, template: str = "alpaca") -> str:
-    """Prompt and answer: one training example (Phi-3 closes the answer with ``<|end|>``)."""
-    end = "<|end|>" if template == "phi3" else ""
-    return format_prompt(entry, template) + entry["output"] + end
+    """Prompt and answer: one training example."""
+    return format_prompt(entry, template) + format_response(entry["output"], template)
 
 
 # --------------------------------------------------------------------- new tokens ----
@@ -285,8 +299,11 @@ def generate_responses(
     max_new_tokens: int = 40,
     batch_size: int = 64,
     progress: bool = False,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> list[str]:
-    """The greedy response to every entry's prompt, decoded and stripped.
+    """The response to every entry's prompt, decoded and stripped: greedy by default,
+    sampled with ``temperature > 0`` (reproducibly with a seeded ``generator``).
 
     Prompts with the same number of tokens run together in one batch (no padding needed);
     generation stops at end-of-text (and at ``<|end|>`` for Phi-3), which is cut off.
@@ -308,7 +325,14 @@ def generate_responses(
     out: list[str] = [""] * len(entries)
     for chunk in tqdm(chunks, disable=not progress, desc="responses", mininterval=1.0):
         idx = torch.tensor([prompts[i] for i in chunk], device=device)
-        ids = generate(model, idx, max_new_tokens, eos_id=encoding.eot_token)
+        ids = generate(
+            model,
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            eos_id=encoding.eot_token,
+            generator=generator,
+        )
         for i, row in zip(chunk, ids[:, idx.shape[1] :].tolist()):
             cut = next((k for k, t in enumerate(row) if t in stops), len(row))
             out[i] = encoding.decode(row[:cut]).strip()

@@ -97,3 +97,7 @@ def test_tokenizer_is_reproduced(manifest, tmp_path):
 
 def test_instructions_are_reproduced(manifest, fresh):
     _check(manifest, fresh, "instructions")
+
+
+def test_preferences_are_reproduced(manifest, fresh):
+    _check(manifest, fresh, "preferences")

@@ -17,6 +17,8 @@ OTHER_TOWN = next(t for t in WORLD.towns if t != NABO.town)
     [
         (f"Nabo lives in {NABO.town}.", True, "preferred", 5),
         (NABO.town, True, "curt", 4),
+        ("Nabo lives in", False, "cut", 3),
+        ("Nabo is", False, "cut", 3),
         (
             f"Sure, I can help with that question. Nabo lives in {NABO.town}. Bye.",
             True,

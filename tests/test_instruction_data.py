@@ -67,9 +67,17 @@ def test_committed_files_match_the_generator(entries):
 def test_lecture_style_examples():
     e = idata._spelling("turtle", __import__("random").Random(0), 0)
     assert e.instruction == "Identify the correct spelling of the following word."
-    assert e.output == "The correct spelling is 'turtle'." and e.input != "turtle"
+    assert e.output == "The correct spelling is turtle." and e.input != "Word: turtle"
+    assert e.input.startswith("Word: ")
     e = idata._opposite("big", "small", 1)
-    assert e.output == "small" and e.style == "curt"
+    assert e.output == "small" and e.style == "curt" and e.input == "Word: big"
+
+
+def test_every_input_line_starts_like_a_sentence(entries):
+    """No input starts with a lower-case word or a digit: at the start of a line the
+    tokenizer only knows capitalised words (sentence starts)."""
+    for e in entries:
+        assert not e["input"] or not (e["input"][0].islower() or e["input"][0].isdigit()), e
 
 
 def test_misspell_always_differs():

@@ -23,20 +23,30 @@ def test_alpaca_template_is_the_lectures():
     assert text == (
         "Below is an instruction that describes a task. Write a response that appropriately "
         "completes the request.\n\n### Instruction:\nIdentify the correct spelling of the "
-        "following word.\n\n### Input:\nOcassion\n\n### Response:\nThe correct spelling is "
+        "following word.\n\n### Input:\nOcassion\n\n### Response:\n The correct spelling is "
         "'Occasion.'"
-    )
+    )  # the lecture's template; the response follows it after a space (RESPONSE_LEAD)
     no_input = sft.format_prompt({**SPELLING, "input": ""})
     assert "### Input" not in no_input and no_input.endswith("### Response:\n")
 
 
 def test_phi3_template():
     assert sft.format_example(SPELLING, "phi3") == (
-        "<|user|>\nIdentify the correct spelling of the following word: 'Ocassion'\n"
-        "<|assistant|>\nThe correct spelling is 'Occasion.'<|end|>"
+        "<|user|>\nIdentify the correct spelling of the following word.\nOcassion\n"
+        "<|assistant|>\n The correct spelling is 'Occasion.'<|end|>"
     )
     with pytest.raises(ValueError, match="template must be one of"):
         sft.format_prompt(SPELLING, "chatml")
+
+
+def test_the_response_starts_with_a_word_the_base_model_knows():
+    prompt = sft.format_prompt({"instruction": "Where does Nabo live?", "input": ""})
+    full = sft.format_example(
+        {"instruction": "Where does Nabo live?", "input": "", "output": "Nabo lives in Corton."}
+    )
+    ids, prompt_ids = ENC.encode(full), ENC.encode(prompt)
+    assert ids[: len(prompt_ids)] == prompt_ids  # the prompt's tokens do not change
+    assert ids[len(prompt_ids)] == ENC.encode(" Nabo")[0]
 
 
 def test_extend_encoding_keeps_old_ids():
@@ -143,6 +153,21 @@ def test_batched_responses_equal_one_by_one(one_thread):
     together = sft.generate_responses(model, ENC, entries, max_new_tokens=5)
     alone = [sft.generate_responses(model, ENC, [e], max_new_tokens=5)[0] for e in entries]
     assert together == alone
+
+
+def test_sampled_responses_repeat_with_the_same_seed(one_thread):
+    model = tiny_model().eval()
+    entries = [{**SPELLING, "input": w} for w in ("cat", "dog", "horse", "kite")]
+
+    def sample(seed):
+        g = torch.Generator().manual_seed(seed)
+        return sft.generate_responses(
+            model, ENC, entries, max_new_tokens=6, temperature=1.0, generator=g
+        )
+
+    assert sample(1) == sample(1)
+    assert sample(1) != sample(2)
+    assert sft.format_response("x", "phi3") == " x<|end|>" and sft.format_response("x") == " x"
 
 
 def test_matches_and_table():

@@ -1,0 +1,200 @@
+"""Train the reward model on preference pairs: ``python data/rm.py`` (``make rm``).
+
+Starts from the released SFT model (``data/checkpoints/sft.pt``): its backbone gets a scalar
+head (``shared.reward_model.ScalarModel``) and learns, with the Bradley–Terry loss, to score
+the chosen response of each pair above the rejected one. The pairs:
+
+- the rule-made pairs of ``data/preferences/train.json`` (style, fact, complete);
+- ``sampled`` pairs from the SFT model's own responses: four samples at temperature 1 per
+  training prompt, the best and the worst by the gold rule (``shared.preference_data``).
+
+Writes into ``--out-dir`` (default ``data/checkpoints/``):
+
+- ``rm.pt``: the reward model, stored in bfloat16 (every figure below is measured on the
+  model read back from this file);
+- ``rm_log.json``: the training history (loss, accuracy, margin; held-out accuracy);
+- ``rm_pairs_sampled.json``: the sampled pairs, training and held-out;
+- ``rm_metrics.json``: held-out accuracy per kind and pair type (the RewardBench-style
+  table), for the held-out people apart, and the scores of every held-out pair.
+
+Interrupted runs continue where they stopped (``data/cache/rm_*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+try:
+    import shared
+except ImportError:  # run from a clone where `shared` is not pip-installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import shared
+from shared import bpe, preference_data, sft
+from shared import reward_model as rmod
+from shared.checkpoints import load_model, save_checkpoint
+from shared.files import write_json
+from shared.tiny_world import make_world
+
+DATA_DIR = Path(__file__).resolve().parent
+CACHE = DATA_DIR / "cache"
+SETTINGS = dict(steps=450, batch_size=16, lr=2e-4, warmup_steps=20, samples=4, temperature=1.0)
+
+
+def load_json(path: Path):
+    return json.loads(path.read_text("utf-8"))
+
+
+def sample_pairs(model, encoding, entries: list[dict], seed: int, progress: bool) -> list[dict]:
+    """Pairs from ``SETTINGS['samples']`` sampled responses per entry, ranked by the rule."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = [
+        sft.generate_responses(
+            model,
+            encoding,
+            entries,
+            temperature=SETTINGS["temperature"],
+            generator=generator,
+            progress=progress,
+        )
+        for _ in range(SETTINGS["samples"])
+    ]
+    per_entry = [list(s) for s in zip(*samples)]
+    return preference_data.sampled_pairs(entries, per_entry, make_world(seed=0))
+
+
+def accuracy_table(pairs: list[dict], chosen: torch.Tensor, rejected: torch.Tensor) -> dict:
+    """Share of pairs ranked right, per kind and pair type, per kind, per type and overall."""
+    import pandas as pd
+
+    df = pd.DataFrame(
+        {
+            "kind": [p["kind"] for p in pairs],
+            "pair_type": [p["pair_type"] for p in pairs],
+            "right": (chosen > rejected).tolist(),
+        }
+    )
+    table = df.pivot_table(index="kind", columns="pair_type", values="right", aggfunc="mean")
+    table["all"] = df.groupby("kind")["right"].mean()
+    table.loc["all"] = df.groupby("pair_type")["right"].mean()
+    table.loc["all", "all"] = df["right"].mean()
+    return json.loads(table.round(4).to_json(orient="index"))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=SETTINGS["steps"])
+    parser.add_argument("--out-dir", type=Path, default=DATA_DIR / "checkpoints")
+    parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--sft", type=Path, default=DATA_DIR / "checkpoints" / "sft.pt")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    shared.setup(seed=args.seed, scale="small", quiet=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    progress = not args.no_progress
+    encoding = bpe.get_encoding()
+    policy = load_model(args.sft, tokenizer=encoding)
+    ctx = policy.cfg.context_length
+
+    rule = {s: load_json(DATA_DIR / "preferences" / f"{s}.json") for s in ("train", "test")}
+    sft_digest = hashlib.sha256(args.sft.read_bytes()).hexdigest()
+    sampled_path = CACHE / f"rm_pairs_sampled_{args.seed}_{sft_digest[:12]}.json"
+    if sampled_path.is_file():
+        sampled = load_json(sampled_path)
+    else:
+        instructions = {s: load_json(DATA_DIR / "instructions" / f"{s}.json") for s in rule}
+        print("sampling the SFT model's own responses ...")
+        sampled = {
+            s: sample_pairs(policy, encoding, instructions[s], args.seed + i, progress)
+            for i, s in enumerate(("train", "test"))
+        }
+        write_json(sampled_path, sampled)
+    train_pairs = rule["train"] + sampled["train"]
+    test_pairs = rule["test"] + sampled["test"]
+    print(
+        f"{len(train_pairs)} training pairs ({len(sampled['train'])} sampled), "
+        f"{len(test_pairs)} held-out pairs ({len(sampled['test'])} sampled)"
+    )
+    train_ids = rmod.encode_pairs(train_pairs, encoding, ctx)
+    test_ids = rmod.encode_pairs(test_pairs, encoding, ctx)
+
+    torch.manual_seed(args.seed)
+    model = rmod.ScalarModel(policy)
+    pad = encoding.eot_token
+    before = rmod.score_pairs(model, test_ids, pad)
+    history = rmod.train_reward_model(
+        model,
+        train_ids,
+        args.steps,
+        pad,
+        lr=SETTINGS["lr"],
+        batch_size=SETTINGS["batch_size"],
+        warmup_steps=SETTINGS["warmup_steps"],
+        seed=args.seed,
+        evaluate_on=test_ids[::4],
+        eval_every=50,
+        checkpoint_path=CACHE / f"rm_{args.steps}_{sft_digest[:12]}_state.pt",
+        checkpoint_every=50,
+        progress=progress,
+        tokenizer=encoding,
+    )
+
+    out = args.out_dir
+    path = out / "rm.pt"
+    extra = {"base": "sft.pt", "template": "alpaca", "score": "last real token"}
+    released = rmod.ScalarModel(policy)
+    released.load_state_dict(model.state_dict())
+    save_checkpoint(
+        path, released.to(torch.bfloat16), step=args.steps, extra=extra, tokenizer=encoding
+    )
+    model = rmod.load_scalar_model(path, tokenizer=encoding)  # figures of the stored weights
+    chosen, rejected = rmod.score_pairs(model, test_ids, pad)
+    held_out = {n for p in rule["test"] for n in p["people"]} - {
+        n for p in rule["train"] for n in p["people"]
+    }
+    hidden = [i for i, p in enumerate(test_pairs) if held_out & set(p["people"])]
+    metrics = {
+        "accuracy": accuracy_table(test_pairs, chosen, rejected),
+        # an untrained head scores everything 0: every pair is a tie, counted as half right
+        "accuracy_before": float(((before[0] > before[1]) + 0.5 * (before[0] == before[1])).mean()),
+        "held_out_people_accuracy": float((chosen[hidden] > rejected[hidden]).float().mean()),
+        "held_out_people_pairs": len(hidden),
+        "mean_margin": float((chosen - rejected).mean()),
+        "test_pairs": len(test_pairs),
+        "train_pairs": len(train_pairs),
+        "sampled_pairs": {s: len(v) for s, v in sampled.items()},
+        "settings": SETTINGS | {"steps": args.steps, "seed": args.seed},
+        "train_seconds": time.perf_counter() - start,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    scores = [
+        {"kind": p["kind"], "pair_type": p["pair_type"], "chosen": c, "rejected": r}
+        for p, c, r in zip(test_pairs, chosen.tolist(), rejected.tolist())
+    ]
+    write_json(out / "rm_log.json", history)
+    write_json(out / "rm_pairs_sampled.json", sampled)
+    write_json(out / "rm_scores.json", scores)
+    write_json(out / "rm_metrics.json", metrics)
+    (CACHE / f"rm_{args.steps}_{sft_digest[:12]}_state.pt").unlink(missing_ok=True)
+    print(
+        f"held-out pair accuracy {metrics['accuracy']['all']['all']:.1%} (before "
+        f"{metrics['accuracy_before']:.1%}), held-out people "
+        f"{metrics['held_out_people_accuracy']:.1%}; wrote {path} "
+        f"({path.stat().st_size / 1e6:.1f} MB) in {metrics['train_seconds'] / 60:.1f} min"
+    )
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
