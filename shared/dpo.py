@@ -61,7 +61,6 @@ import hashlib
 import json
 import math
 import numbers
-import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,6 +70,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shared.policy import SequenceBatch, _check_ids, pad_pairs, sequence_logprobs
+from shared.policy import _check_positive_int as _check_int
 
 __all__ = [
     "LOSS_TYPES",
@@ -103,15 +103,6 @@ def _check_positive(value: object, name: str, allow_zero: bool = False) -> float
         raise ValueError(
             f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value}"
         )
-    return value
-
-
-def _check_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    value = operator.index(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
 
 
