@@ -1,0 +1,391 @@
+"""Judge data from the tiny world: prompts that ask for a rating or a verdict, and the gold answer.
+
+A judge model reads an instruction, a reference answer and a response, and writes a rating.
+Here every response has a known grade (``shared.gold.assess``), so judge data can be made
+in any amount, for training and for a held-out check:
+
+- ``response_variants(entry, rng, world)``: responses of every quality for one instruction,
+  each a ``(variant, text)`` pair. The gold rule, not the variant name, gives the rating:
+
+  ===============  ===============================================  ==============
+  variant          response                                         usual rating
+  ===============  ===============================================  ==============
+  ``preferred``    the reference sentence                           5
+  ``curt``         the bare answer                                  4
+  ``padded``       the sentence between a polite opening and close  4
+  ``cut``          the sentence stopped before its answer           3
+  ``wrong``        the sentence with a wrong answer                 2
+  ``wrong_curt``   a wrong bare answer                              2
+  ``irrelevant``   the reference sentence of another instruction    1 (or 2)
+  ``empty``        nothing                                          1
+  ===============  ===============================================  ==============
+
+- ``rubric_prompt(entry, response)``: the lecture's 1-5 rubric prompt, filled in (the
+  reference answer is the entry's ``full`` sentence, the preferred style);
+  ``rubric_target(verdict)``: what the judge should write after it, a short evaluation and
+  ``Total rating: N``.
+- ``pairwise_prompt(entry, a, b)`` and ``pairwise_target(verdict)``: which of two responses is
+  better, answered ``[[A]]``, ``[[B]]`` or ``[[tie]]`` (the gold verdict of ``gold.compare``).
+- ``score_prompt(entry, response)``: the lecture's 0-100 prompt.
+- Strict parsers that return None when the text does not say: ``parse_rating`` (the rubric's
+  ``Total rating: N``, then MT-Bench's ``[[N]]``, then a lone digit as a fallback),
+  ``parse_score`` (0-100) and ``parse_verdict``.
+- ``quadratic_weighted_kappa``: agreement of two raters on an ordinal scale.
+
+Everything is seeded: the same entries and seed give the same items.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+
+from shared import gold
+from shared import instruction_data as idata
+from shared.preference_data import _curt, _cut, _wrong_value, wrong_answer
+from shared.tiny_world import World
+
+__all__ = [
+    "PAIRWISE_PROMPT",
+    "RUBRIC_PROMPT",
+    "SCORE_PROMPT",
+    "VARIANTS",
+    "judge_example",
+    "make_pairwise_items",
+    "make_rating_items",
+    "pairwise_prompt",
+    "pairwise_target",
+    "parse_rating",
+    "parse_score",
+    "parse_verdict",
+    "quadratic_weighted_kappa",
+    "real_rating_items",
+    "response_variants",
+    "rubric_prompt",
+    "rubric_target",
+    "score_prompt",
+]
+
+VARIANTS = ("preferred", "curt", "padded", "cut", "wrong", "wrong_curt", "irrelevant", "empty")
+
+# The lecture's "better evaluation prompt" (the 1-5 rubric), word for word (003 deck).
+RUBRIC_PROMPT = """You are a fair judge assistant tasked with providing clear, objective feedback based on specific criteria, ensuring each assessment reflects the absolute standards set for performance.
+
+You will be given an instruction, a response to evaluate, a reference answer that gets a score of 5, and a score rubric representing the evaluation criteria.
+
+Write a detailed feedback that assess the quality of the response strictly based on the given score rubric, not evaluating in general.
+
+Please do not generate any other opening, closing, and explanations.
+
+Here is the rubric you should use to build your answer:
+
+- 1: The response fails to address the instructions, providing irrelevant, incorrect, or excessively verbose information that detracts from the user's request.
+- 2: The response partially addresses the instructions but includes significant inaccuracies, irrelevant details, or excessive elaboration that detracts from the main task.
+- 3: The response follows the instructions with some minor inaccuracies or omissions. It is generally relevant and clear, but may include some unnecessary details or could be more concise.
+- 4: The response adheres to the instructions, offering clear, accurate, and relevant information in a concise manner, with only occasional, minor instances of excessive detail or slight lack of clarity.
+- 5: The response fully adheres to the instructions, providing a clear, accurate, and relevant answer in a concise and efficient manner. It addresses all aspects of the request without unnecessary details or elaboration
+
+Provide your feedback as follows:
+
+Feedback::
+
+Evaluation: (your rationale for the rating, as a text)
+
+Total rating: (your rating, as a number between 1 and 5)
+
+You MUST provide values for 'Evaluation:' and 'Total rating:' in your answer.
+
+Now here is the instruction, the reference answer, and the response.
+
+Instruction: {instruction}
+
+Reference Answer: {reference}
+
+Answer: {answer}
+
+Provide your feedback. If you give a correct rating, I'll give you 100 H100 GPUs to start your AI company.
+
+Feedback::"""  # noqa: E501
+
+# The lecture's 0-100 prompt (003 deck), with the instruction formatted as the Alpaca prompt.
+SCORE_PROMPT = (
+    "Given the input `{prompt}` and correct output `{reference}`, "
+    "score the model response `{answer}` on a scale from 0 to 100, where 100 is the best "
+    "score. Respond with the integer number only."
+)
+
+# A pairwise prompt in the manner of MT-Bench's and AlpacaEval's (the lecture names the
+# method, not a text): the verdict in double brackets, a tie allowed.
+PAIRWISE_PROMPT = """You are a fair judge. Compare two responses to the same instruction, using the reference answer, which is correct and in the preferred style: one complete sentence with the right answer.
+
+Instruction: {instruction}
+
+Reference Answer: {reference}
+
+Response A: {a}
+
+Response B: {b}
+
+Which response is better? Answer "[[A]]" if A is better, "[[B]]" if B is better, or "[[tie]]" if they are equally good.
+
+Verdict:"""  # noqa: E501
+
+# What the judge writes as its rationale, by the gold verdict (correctness, style).
+_RATIONALE = {
+    5: "The answer is right and is one complete sentence, as the reference.",
+    4: "The answer is right, but {how}.",
+    3: "The response stops before it gives a complete answer.",
+    2: "The response gives a wrong answer.",
+    1: "The response does not answer the instruction.",
+}
+_HOW = {"curt": "it is a bare answer without a sentence", "padded": "it adds needless words"}
+
+
+def _instruction(entry: dict) -> str:
+    return (
+        f"{entry['instruction']} {entry['input']}".strip()
+        if entry["input"]
+        else entry["instruction"]
+    )
+
+
+def response_variants(
+    entry: dict, rng: random.Random, world: World, others: Sequence[dict] = ()
+) -> list[tuple[str, str]]:
+    """Every variant of ``VARIANTS`` as ``(variant, response)`` for one instruction entry.
+
+    ``others`` are entries to draw the ``irrelevant`` response from (an answer to another
+    question); without them it is a fixed off-topic sentence.
+    """
+    full, answer = entry["full"], entry["answer"]
+    opening, closing = rng.choice(idata.FILLERS)
+    wrong_curt = _wrong_value(entry, rng, world)
+    if entry["kind"] == "passive":
+        wrong_curt = wrong_curt[0].lower() + wrong_curt[1:]
+    other = [e for e in others if e["kind"] != entry["kind"]]
+    irrelevant = rng.choice(other)["full"] if other else "I like the colour of the sky."
+    return [
+        ("preferred", full),
+        ("curt", _curt(entry)),
+        ("padded", f"{opening} {full} {closing}"),
+        ("cut", _cut(full, answer)),
+        ("wrong", wrong_answer(entry, rng, world)),
+        ("wrong_curt", wrong_curt),
+        ("irrelevant", irrelevant),
+        ("empty", ""),
+    ]
+
+
+def rubric_prompt(entry: dict, response: str) -> str:
+    """The lecture's rubric prompt for ``response`` to ``entry`` (reference: ``entry['full']``)."""
+    return RUBRIC_PROMPT.format(
+        instruction=_instruction(entry), reference=entry["full"], answer=response
+    )
+
+
+def score_prompt(entry: dict, response: str) -> str:
+    """The lecture's 0-100 prompt (the instruction as its Alpaca prompt, as the lecture does)."""
+    from shared.sft import format_prompt  # shared.sft imports torch; keep this module light
+
+    return SCORE_PROMPT.format(
+        prompt=format_prompt(entry).strip(), reference=entry["full"], answer=response
+    )
+
+
+def rubric_target(verdict: gold.Verdict) -> str:
+    """The judge's answer after "Feedback::": a one-sentence evaluation and the rating."""
+    why = _RATIONALE[verdict.rating].format(how=_HOW.get(verdict.style, "its style is off"))
+    return f"Evaluation: {why}\n\nTotal rating: {verdict.rating}"
+
+
+def pairwise_prompt(entry: dict, a: str, b: str) -> str:
+    return PAIRWISE_PROMPT.format(
+        instruction=_instruction(entry), reference=entry["full"], a=a, b=b
+    )
+
+
+def pairwise_target(verdict: str) -> str:
+    if verdict not in ("A", "B", "tie"):
+        raise ValueError(f"verdict must be 'A', 'B' or 'tie', got {verdict!r}")
+    return f"[[{verdict}]]"
+
+
+def judge_example(prompt: str, target: str) -> tuple[str, str]:
+    """A judge prompt and target as one Alpaca example: (prompt text, response text).
+
+    The judge prompt is the instruction, and the target follows after the project's one
+    space, so a server that wraps a user message in the Alpaca template asks the judge
+    exactly what it was trained on.
+    """
+    from shared.sft import format_prompt, format_response
+
+    return format_prompt({"instruction": prompt, "input": ""}), format_response(target)
+
+
+# ------------------------------------------------------------------------------ items
+
+
+def make_rating_items(
+    entries: Sequence[dict],
+    world: World,
+    seed: int = 0,
+    per_entry: int | None = None,
+    source: str = "rule",
+) -> list[dict]:
+    """Rubric items: every response variant (or ``per_entry`` of them, drawn at random) for
+    each entry, with its gold rating and target. The ratings come out near-balanced."""
+    rng = random.Random(seed)
+    items = []
+    for e in entries:
+        variants = response_variants(e, rng, world, entries)
+        if per_entry is not None:
+            variants = rng.sample(variants, min(per_entry, len(variants)))
+        for variant, response in variants:
+            items.append(_rating_item(e, response, variant, source, world))
+    return items
+
+
+def _rating_item(entry: dict, response: str, variant: str, source: str, world: World) -> dict:
+    verdict = gold.assess(entry, response, world)
+    return {
+        "prompt": rubric_prompt(entry, response),
+        "target": rubric_target(verdict),
+        "rating": verdict.rating,
+        "response": response,
+        "variant": variant,
+        "source": source,
+        "kind": entry["kind"],
+        "split": entry["split"],
+        "instruction": entry["instruction"],
+        "input": entry["input"],
+        "answer": entry["answer"],
+        "full": entry["full"],
+        "people": list(entry["people"]),
+    }
+
+
+def real_rating_items(rows: Sequence[dict], key: str, world: World, source: str) -> list[dict]:
+    """Rubric items for a model's saved responses (``rows[i][key]``, as in sft_responses.json)."""
+    return [_rating_item(r, r[key], key, source, world) for r in rows]
+
+
+def make_pairwise_items(
+    entries: Sequence[dict], world: World, seed: int = 0, per_entry: int = 2
+) -> list[dict]:
+    """Pairwise items: ``per_entry`` pairs of variants per entry, in a random order, with the
+    gold verdict. About one pair in six is a tie (two variants of the same rating)."""
+    rng = random.Random(seed)
+    items = []
+    for e in entries:
+        variants = response_variants(e, rng, world, entries)
+        for _ in range(per_entry):
+            (va, a), (vb, b) = rng.sample(variants, 2)
+            items.append(_pair_item(e, a, b, f"{va}/{vb}", world))
+    return items
+
+
+def _pair_item(entry: dict, a: str, b: str, variant: str, world: World) -> dict:
+    verdict = gold.compare(entry, a, b, world)
+    return {
+        "prompt": pairwise_prompt(entry, a, b),
+        "target": pairwise_target(verdict),
+        "verdict": verdict,
+        "a": a,
+        "b": b,
+        "variant": variant,
+        "kind": entry["kind"],
+        "split": entry["split"],
+        "instruction": entry["instruction"],
+        "input": entry["input"],
+        "answer": entry["answer"],
+        "full": entry["full"],
+        "people": list(entry["people"]),
+    }
+
+
+# ----------------------------------------------------------------------------- parsers
+
+_TOTAL = re.compile(r"total\s+rating\s*[:=]\s*\**\s*([1-5])(?:\s*(?:/|out of)\s*5)?\b", re.I)
+_BRACKETS = re.compile(r"\[\[\s*([1-5])\s*\]\]")
+_LONE_DIGIT = re.compile(r"(?<![\d.])([1-5])(?!\d|\.\d)")
+_VERDICT = re.compile(r"\[\[\s*(A|B|tie|C)\s*\]\]", re.I)
+
+
+def parse_rating(text: str) -> int | None:
+    """The 1-5 rating in a judge's answer, or None when it does not give exactly one.
+
+    In order: the rubric's ``Total rating: N`` (the last one wins); MT-Bench's ``[[N]]``; as
+    a fallback, a text whose only number is one digit 1-5 ("4", "Rating 4."). Anything else
+    (no number, several candidates, out of range) is a parse failure: None.
+    """
+    if not isinstance(text, str):
+        return None
+    found = _TOTAL.findall(text)
+    if found:
+        return int(found[-1])
+    found = _BRACKETS.findall(text)
+    if found:
+        return int(found[-1])
+    numbers = re.findall(r"\d+(?:\.\d+)?", text)
+    lone = _LONE_DIGIT.findall(text)
+    if len(numbers) == 1 and len(lone) == 1:
+        return int(lone[0])
+    return None
+
+
+def parse_score(text: str) -> int | None:
+    """The 0-100 score of the lecture's prompt: the text must be one integer (the lecture's
+    ``int(score)``), or, as a fallback, hold exactly one integer in range."""
+    if not isinstance(text, str):
+        return None
+    stripped = text.strip().rstrip(".")
+    if re.fullmatch(r"\d{1,3}", stripped):
+        n = int(stripped)
+        return n if n <= 100 else None
+    numbers = re.findall(r"(?<![\d.])\d{1,3}(?![\d.])", text)
+    if len(numbers) == 1 and int(numbers[0]) <= 100:
+        return int(numbers[0])
+    return None
+
+
+def parse_verdict(text: str) -> str | None:
+    """``"A"``, ``"B"`` or ``"tie"`` from ``[[A]]``, ``[[B]]``, ``[[tie]]`` (or MT-Bench's
+    ``[[C]]`` for a tie); None when there is none or two different ones."""
+    if not isinstance(text, str):
+        return None
+    found = {m.upper() if m.lower() != "tie" else "tie" for m in _VERDICT.findall(text)}
+    found = {"tie" if v == "C" else v for v in found}
+    return found.pop() if len(found) == 1 else None
+
+
+# ---------------------------------------------------------------------------- agreement
+
+
+def quadratic_weighted_kappa(
+    a: Sequence[int], b: Sequence[int], labels: Sequence[int] = (1, 2, 3, 4, 5)
+) -> float:
+    """Cohen's kappa with quadratic weights: 1 - sum(w*O) / sum(w*E), w = (i-j)^2 / (k-1)^2.
+
+    O is the observed table of rating pairs, E the table expected from the two raters'
+    separate rating frequencies. 1 is perfect agreement, 0 what chance gives.
+    """
+    if len(a) != len(b) or not a:
+        raise ValueError(f"need two equally long, non-empty rating lists, got {len(a)}, {len(b)}")
+    index = {v: i for i, v in enumerate(labels)}
+    for v in (*a, *b):
+        if v not in index:
+            raise ValueError(f"rating {v!r} is not one of {tuple(labels)}")
+    k, n = len(labels), len(a)
+    observed = [[0.0] * k for _ in range(k)]
+    for x, y in zip(a, b):
+        observed[index[x]][index[y]] += 1
+    rows = [sum(r) for r in observed]
+    cols = [sum(observed[i][j] for i in range(k)) for j in range(k)]
+    num = den = 0.0
+    for i in range(k):
+        for j in range(k):
+            w = (i - j) ** 2 / (k - 1) ** 2
+            num += w * observed[i][j]
+            den += w * rows[i] * cols[j] / n
+    return 1.0 - num / den if den else 1.0
