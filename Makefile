@@ -15,7 +15,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) \
 PYTEST_ARGS ?=
 LINT_PATHS := shared tests $(wildcard data/*.py) $(NOTEBOOKS)
 
-.PHONY: help setup run notebooks test unit nbval lint format lab data pretrain sft rm dpo ppo bench clean
+.PHONY: help setup run notebooks test unit nbval lint format lab data pretrain sft rm dpo ppo judge bench clean
 
 help:
 	@echo "make run    - set up if needed, then execute every notebook and solution in order (outputs in place)"
@@ -28,6 +28,7 @@ help:
 	@echo "make rm     - train the reward model on preference pairs (data/checkpoints/rm.pt)"
 	@echo "make dpo    - DPO from the SFT model, loss variants, beta sweep, round 2 (data/checkpoints/dpo.pt)"
 	@echo "make ppo    - PPO from the SFT model against the reward model, best-of-n (data/checkpoints/ppo.pt)"
+	@echo "make judge  - the chapter 12 judge: SFT model, context 1024, judge data (data/checkpoints/judge.pt)"
 	@echo "make lint   - ruff on the package, the tests and the notebooks"
 	@echo "make clean  - remove the environment and caches"
 
@@ -94,6 +95,10 @@ dpo: $(STAMP)
 # Resumes by itself after an interruption (trainer state in data/cache/).
 ppo: $(STAMP)
 	$(BIN)/python data/ppo.py
+
+# Resumes by itself after an interruption (training state in data/cache/judge_*).
+judge: $(STAMP)
+	$(BIN)/python data/judge.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache notebooks/.ipynb_checkpoints

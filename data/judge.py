@@ -1,0 +1,385 @@
+"""Train the judge of chapter 12: ``python data/judge.py`` (``make judge``).
+
+The judge reads the lecture's 1-5 rubric prompt (an instruction, a reference answer, a
+response) and writes "Evaluation: ... Total rating: N", or reads the pairwise prompt and
+writes ``[[A]]``, ``[[B]]`` or ``[[tie]]``; the gold rule (``shared.gold``) gives the targets
+(``shared.judge_data``).
+
+Three steps, each resumable (state in ``data/cache/judge_*``):
+
+1. **Start from the SFT model** (``sft.pt``), not the base model: it already reads the Alpaca
+   template, answers after one space and stops with end-of-text, which is how the judge is
+   asked through the server (the rubric text is the user message).
+2. **Extend the context from 128 to 1024 positions.** The rubric prompt is about 730 tokens
+   in the Alpaca template. The 128 learned position vectors are copied; position ``j >= 128``
+   starts as a copy of learned position ``64 + (j - 128) % 64`` (the second half of the
+   learned table, repeated), so every stretch of 64 neighbouring positions looks like one
+   the model knows. Then ``--long-steps`` steps of plain next-token training on 1024-token
+   windows of the tiny-world corpus make the new positions distinct.
+3. **Fine-tune on judge data** with the loss on the answer only (prompt masked): rubric
+   items for every response variant of the training instructions and pairwise items, each
+   pair in both orders (a judge that sees both orders in training has less reason to
+   prefer a position).
+
+Then the released judge (bfloat16, ``context_length`` 1024 in its config, the tokenizer
+recorded) is measured through ``shared.judge_server.ChatModel`` (the same code the server
+runs, greedy decoding) on held-out items: rule-made responses to the test/validation
+instructions, which ask about people the training items never show, and the real
+responses of the SFT, DPO and PPO models. Writes into ``--out-dir``:
+
+- ``judge.pt``; ``judge_log.json`` (both training histories);
+- ``judge_metrics.json``: quadratic-weighted kappa and accuracy against the gold rating,
+  overall and per source, the confusion matrix, the parse-failure rate, pairwise accuracy,
+  swap consistency and first-position win rate, the timings;
+- ``judge_eval.json``: every held-out item with the judge's raw answer and parsed rating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+try:
+    import shared
+except ImportError:  # run from a clone where `shared` is not pip-installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import shared
+from shared import bpe, sft
+from shared import judge_data as jd
+from shared.checkpoints import load_model, save_checkpoint
+from shared.files import write_json
+from shared.gpt import GPTModel
+from shared.judge_server import ChatModel
+from shared.tiny_world import make_world
+from shared.training import TokenBatches, lr_at, make_optimizer, train
+
+DATA_DIR = Path(__file__).resolve().parent
+CACHE = DATA_DIR / "cache"
+CONTEXT = 1024
+SETTINGS = dict(
+    long_steps=30,
+    long_batch=2,
+    long_lr=2e-4,
+    steps=200,
+    batch_size=8,
+    max_lr=3e-4,
+    warmup_steps=10,
+    weight_decay=0.1,
+    grad_clip=1.0,
+    rating_items=1100,  # rubric items in the training mix
+    pairwise_items=500,  # pairwise items (half of them the other half swapped)
+)
+EVAL = dict(rule=120, sft=100, dpo=100, ppo=60, pairs=80)
+OPTIONS = dict(temperature=0, seed=0, num_predict=48)
+
+
+def load_split(name: str) -> list[dict]:
+    return json.loads((DATA_DIR / "instructions" / f"{name}.json").read_text("utf-8"))
+
+
+def extend_context(model: GPTModel, context: int) -> GPTModel:
+    """A copy of ``model`` with ``context`` positions: the learned ones copied, the new ones
+    tiled from the second half of the learned table (see the module docstring)."""
+    old = model.cfg.context_length
+    cfg = model.cfg.to_dict() | {"context_length": context}
+    longer = GPTModel(cfg)
+    state = {k: v for k, v in model.state_dict().items() if k != "pos_emb.weight"}
+    missing, unexpected = longer.load_state_dict(state, strict=False)
+    assert missing == ["pos_emb.weight"] and not unexpected, (missing, unexpected)
+    with torch.no_grad():
+        learned = model.pos_emb.weight.float()
+        half = old // 2
+        rows = [learned[j] if j < old else learned[half + (j - old) % half] for j in range(context)]
+        longer.pos_emb.weight.copy_(torch.stack(rows))
+    return longer.float()
+
+
+def training_items(train: list[dict], world, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    ratings = jd.make_rating_items(train, world, seed=seed)
+    ratings = rng.sample(ratings, SETTINGS["rating_items"])
+    half = SETTINGS["pairwise_items"] // 2
+    pairs = jd.make_pairwise_items(rng.sample(train, half), world, seed=seed + 1, per_entry=1)
+    swapped = [jd._pair_item(p, p["b"], p["a"], p["variant"], world) for p in pairs]
+    items = ratings + pairs + swapped
+    rng.shuffle(items)
+    return items
+
+
+def as_entries(items: list[dict]) -> list[dict]:
+    """Judge items as instruction entries (the judge prompt is the instruction)."""
+    return [{"instruction": i["prompt"], "input": "", "output": i["target"]} for i in items]
+
+
+def eval_items(data: dict, world, seed: int) -> tuple[list[dict], list[dict]]:
+    """Held-out rubric items (rule-made and real responses) and pairwise items."""
+    rng = random.Random(seed)
+    held = data["test"] + data["val"]
+    rule = jd.make_rating_items(held, world, seed=seed, per_entry=1)
+    rule = rng.sample(rule, EVAL["rule"])
+    real = []
+    lookup = {(e["instruction"], e["input"]): e for e in held}
+    ck = DATA_DIR / "checkpoints"
+    sources = [
+        ("sft", "sft_responses.json", "model_response"),
+        ("dpo", "dpo_responses.json", "dpo_response"),
+        ("ppo", "ppo_responses.json", None),
+    ]
+    for name, file, key in sources:
+        if not (ck / file).is_file() or not EVAL[name]:
+            continue
+        rows = json.loads((ck / file).read_text("utf-8"))
+        # the reference and split of each row from the instruction data (PPO's rows lack them)
+        rows = [
+            lookup[(r["instruction"], r["input"])] | r
+            for r in rows
+            if (r["instruction"], r["input"]) in lookup
+        ]
+        key = key or next(k for k in rows[0] if k.endswith("response") and k != "sft_response")
+        rows = rng.sample(rows, min(EVAL[name], len(rows)))
+        real += jd.real_rating_items(rows, key, world, name)
+    pairs = jd.make_pairwise_items(rng.sample(held, EVAL["pairs"]), world, seed=seed, per_entry=1)
+    return rule + real, pairs
+
+
+def judge_all(chat: ChatModel, prompts: list[str], desc: str, progress: bool) -> list[str]:
+    return [
+        chat.chat(p, **OPTIONS)
+        for p in tqdm(prompts, desc=desc, disable=not progress, mininterval=2)
+    ]
+
+
+def measure(chat: ChatModel, ratings: list[dict], pairs: list[dict], progress: bool) -> dict:
+    """Every figure of judge_metrics.json, and the items with the judge's answers."""
+    t0 = time.perf_counter()
+    answers = judge_all(chat, [i["prompt"] for i in ratings], "rubric items", progress)
+    seconds_rubric = time.perf_counter() - t0
+    for item, text in zip(ratings, answers):
+        item["judge_answer"], item["judge_rating"] = text, jd.parse_rating(text)
+    swapped = [jd.pairwise_prompt(p, p["b"], p["a"]) for p in pairs]
+    both = judge_all(chat, [p["prompt"] for p in pairs] + swapped, "pairwise", progress)
+    for k, p in enumerate(pairs):
+        p["judge_ab"], p["judge_ba"] = both[k], both[len(pairs) + k]
+        p["verdict_ab"], p["verdict_ba"] = (
+            jd.parse_verdict(both[k]),
+            jd.parse_verdict(both[len(pairs) + k]),
+        )
+    return {"ratings": ratings, "pairs": pairs, "seconds_rubric": seconds_rubric} | figures(
+        ratings, pairs
+    )
+
+
+def figures(ratings: list[dict], pairs: list[dict]) -> dict:
+    def rating_figures(items):
+        parsed = [i for i in items if i["judge_rating"] is not None]
+        gold = [i["rating"] for i in parsed]
+        said = [i["judge_rating"] for i in parsed]
+        return {
+            "n": len(items),
+            "parse_failures": 1 - len(parsed) / len(items),
+            "accuracy": sum(g == s for g, s in zip(gold, said)) / max(1, len(parsed)),
+            "within_one": sum(abs(g - s) <= 1 for g, s in zip(gold, said)) / max(1, len(parsed)),
+            # a failed parse counts as the worst disagreement it could be: rating 1 vs gold
+            "kappa": jd.quadratic_weighted_kappa(
+                [i["rating"] for i in items], [i["judge_rating"] or 1 for i in items]
+            ),
+            "mean_gold": sum(i["rating"] for i in items) / len(items),
+            "mean_judge": sum(said) / max(1, len(said)),
+        }
+
+    by_source = {}
+    for item in ratings:
+        by_source.setdefault(item["source"], []).append(item)
+    confusion = [[0] * 5 for _ in range(5)]
+    for i in ratings:
+        if i["judge_rating"] is not None:
+            confusion[i["rating"] - 1][i["judge_rating"] - 1] += 1
+    flip = {"A": "B", "B": "A", "tie": "tie"}
+    n = len(pairs)
+    consistent = [
+        p
+        for p in pairs
+        if p["verdict_ab"] is not None and p["verdict_ab"] == flip.get(p["verdict_ba"])
+    ]
+    # the verdict after both orders: a consistent one, else a tie (AlpacaEval's convention)
+    for p in pairs:
+        p["verdict_both"] = p["verdict_ab"] if p in consistent else "tie"
+    decided = [v for p in pairs for v in (p["verdict_ab"], p["verdict_ba"]) if v in ("A", "B")]
+    pair_parse = [v for p in pairs for v in (p["verdict_ab"], p["verdict_ba"])]
+    real = [i for i in ratings if i["source"] != "rule"]
+    return {
+        "rubric": rating_figures(ratings),
+        "rubric_real": rating_figures(real) if real else None,
+        "rubric_by_source": {k: rating_figures(v) for k, v in by_source.items()},
+        "confusion": confusion,
+        "pairwise": {
+            "n_pairs": n,
+            "parse_failures": sum(v is None for v in pair_parse) / len(pair_parse),
+            "accuracy_ab": sum(p["verdict_ab"] == p["verdict"] for p in pairs) / n,
+            "accuracy_ba": sum(p["verdict_ba"] == flip[p["verdict"]] for p in pairs) / n,
+            "accuracy_both_orders": sum(p["verdict_both"] == p["verdict"] for p in pairs) / n,
+            "swap_consistency": len(consistent) / n,
+            "first_position_win_rate": sum(v == "A" for v in decided) / max(1, len(decided)),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, help="override the judge fine-tuning steps")
+    parser.add_argument("--long-steps", type=int, help="override the long-context steps")
+    parser.add_argument("--eval-scale", type=float, default=1.0, help="share of the eval sets")
+    parser.add_argument("--checkpoint-every", type=int, default=20)
+    parser.add_argument("--out-dir", type=Path, default=DATA_DIR / "checkpoints")
+    parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    shared.setup(seed=args.seed, scale="small", quiet=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    progress = not args.no_progress
+    enc = bpe.get_encoding()
+    world = make_world(seed=0)
+    data = {s: load_split(s) for s in ("train", "val", "test")}
+    long_steps = args.long_steps if args.long_steps is not None else SETTINGS["long_steps"]
+    steps = args.steps or SETTINGS["steps"]
+    for k in EVAL:
+        EVAL[k] = max(1, round(EVAL[k] * args.eval_scale)) if EVAL[k] else 0
+
+    # 1-2: the SFT model with 1024 positions, trained on long tiny-world text
+    torch.manual_seed(args.seed)
+    model = extend_context(load_model(DATA_DIR / "checkpoints" / "sft.pt"), CONTEXT)
+    text = (DATA_DIR / "tiny_world" / "train.txt").read_text("utf-8")[:400_000]
+    ids = enc.encode(text, allowed_special="all")
+    long_batches = TokenBatches(ids, CONTEXT, SETTINGS["long_batch"], seed=args.seed)
+    val_ids = enc.encode(
+        (DATA_DIR / "tiny_world" / "val.txt").read_text("utf-8")[:40_000], allowed_special="all"
+    )
+    long_val = TokenBatches(val_ids, CONTEXT, SETTINGS["long_batch"], shuffle=False)
+    logs = {}
+    if long_steps:
+        opt = make_optimizer(model, lr=SETTINGS["long_lr"], weight_decay=SETTINGS["weight_decay"])
+        state = CACHE / f"judge_long_{long_steps}_state.pt"
+        model.train()
+        logs["long"] = train(
+            model,
+            opt,
+            long_batches,
+            list(long_val)[:2],
+            max_steps=long_steps,
+            lr_schedule=lambda s: SETTINGS["long_lr"],
+            grad_clip=SETTINGS["grad_clip"],
+            eval_every=long_steps,
+            eval_batches=2,
+            checkpoint_path=state,
+            checkpoint_every=args.checkpoint_every,
+            resume_from=state if state.is_file() else None,
+            progress=progress,
+        )
+
+    # 3: judge fine-tuning, the loss on the answer only
+    items = training_items(data["train"], world, args.seed)
+    val_items = jd.make_rating_items(data["val"][:8], world, seed=args.seed, per_entry=2)
+    dataset = sft.InstructionDataset(as_entries(items), enc, "alpaca", allowed_max_length=CONTEXT)
+    val_set = sft.InstructionDataset(as_entries(val_items), enc, "alpaca", CONTEXT)
+    batches = sft.InstructionBatches(
+        dataset, SETTINGS["batch_size"], seed=args.seed, mask_prompt=True
+    )
+    val = sft.InstructionBatches(val_set, SETTINGS["batch_size"], shuffle=False, mask_prompt=True)
+    opt = make_optimizer(model, lr=SETTINGS["max_lr"], weight_decay=SETTINGS["weight_decay"])
+    schedule = functools.partial(
+        lr_at,
+        max_lr=SETTINGS["max_lr"],
+        warmup_steps=min(SETTINGS["warmup_steps"], steps),
+        total_steps=steps,
+        min_lr=SETTINGS["max_lr"] * 0.1,
+    )
+    state = CACHE / f"judge_tune_{long_steps}_{steps}_state.pt"
+    model.train()
+    logs["judge"] = train(
+        model,
+        opt,
+        batches,
+        val,
+        max_steps=steps,
+        lr_schedule=schedule,
+        grad_clip=SETTINGS["grad_clip"],
+        eval_every=steps,
+        eval_batches=2,
+        checkpoint_path=state,
+        checkpoint_every=args.checkpoint_every,
+        resume_from=state if state.is_file() else None,
+        progress=progress,
+    )
+    model.eval()
+    train_seconds = time.perf_counter() - start
+
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "judge.pt"
+    extra = {
+        "template": "alpaca",
+        "base": "sft.pt",
+        "context_extension": "learned 128 positions copied; new ones tiled from positions "
+        "64-127; trained on 1024-token tiny-world windows",
+        "prompts": ["rubric (the lecture's 1-5)", "pairwise ([[A]]/[[B]]/[[tie]])"],
+    }
+    save_checkpoint(
+        path,
+        copy.deepcopy(model).to(torch.bfloat16),
+        step=steps,
+        config=model.cfg,
+        extra=extra,
+        tokenizer=enc,
+    )
+    judge = ChatModel("judge", load_model(path, tokenizer=enc), enc, "alpaca")
+
+    ratings, pairs = eval_items(data, world, seed=args.seed + 7)
+    result = measure(judge, ratings, pairs, progress)
+    write_json(
+        out / "judge_eval.json",
+        {"ratings": result.pop("ratings"), "pairs": result.pop("pairs"), "options": OPTIONS},
+    )
+    metrics = result | {
+        "eval_sizes": dict(EVAL),
+        "training_items": len(items),
+        "steps": steps,
+        "long_steps": long_steps,
+        "context_length": CONTEXT,
+        "settings": SETTINGS,
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - start,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "targets": {"kappa": 0.6, "swap_consistency": 0.8, "parse_failures": 0.02},
+    }
+    write_json(out / "judge_log.json", logs)
+    write_json(out / "judge_metrics.json", metrics)
+    for f in CACHE.glob("judge_*_state.pt"):
+        f.unlink()
+    r, p = metrics["rubric"], metrics["pairwise"]
+    real = metrics["rubric_real"] or r
+    print(
+        f"judge: kappa {r['kappa']:.3f} (real responses {real['kappa']:.3f}), accuracy "
+        f"{r['accuracy']:.1%}, parse failures {r['parse_failures']:.1%}; pairwise swap "
+        f"consistency {p['swap_consistency']:.1%}, first-position wins "
+        f"{p['first_position_win_rate']:.1%}, accuracy {p['accuracy_both_orders']:.1%}; "
+        f"{metrics['wall_seconds'] / 60:.1f} min; wrote {path}"
+    )
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
