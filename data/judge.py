@@ -17,9 +17,13 @@ Three steps, each resumable (state in ``data/cache/judge_*``):
    the model knows. Then ``--long-steps`` steps of plain next-token training on 1024-token
    windows of the tiny-world corpus make the new positions distinct.
 3. **Fine-tune on judge data** with the loss on the answer only (prompt masked): rubric
-   items for every response variant of the training instructions and pairwise items, each
-   pair in both orders (a judge that sees both orders in training has less reason to
-   prefer a position).
+   items for the response variants of the training instructions, and pairwise items, each
+   pair in both orders. The targets reason before they rate: the judge first names the
+   reference's answer and the response's answer, then says right or wrong and how it is
+   written, then the rating (``shared.judge_data.analysis``); trained to rate directly, the
+   judge wrote the format but gave nearly every answer the same rating. Rubric and pairwise
+   batches take turns; the rubric prompts' shared preamble runs once per batch
+   (``SharedPrefix``), which makes a rubric batch about four times cheaper.
 
 Then the released judge (bfloat16, ``context_length`` 1024 in its config, the tokenizer
 recorded) is measured through ``shared.judge_server.ChatModel`` (the same code the server
@@ -31,7 +35,9 @@ responses of the SFT, DPO and PPO models. Writes into ``--out-dir``:
 - ``judge_metrics.json``: quadratic-weighted kappa and accuracy against the gold rating,
   overall and per source, the confusion matrix, the parse-failure rate, pairwise accuracy,
   swap consistency and first-position win rate, the timings;
-- ``judge_eval.json``: every held-out item with the judge's raw answer and parsed rating.
+- ``judge_eval.json``: every held-out item with the judge's raw answer and parsed rating;
+- ``judge_arena.json``: the judge's pairwise verdicts, in both orders, between the saved
+  answers of the SFT, PPO and DPO models (rounds 1 and 2) to 50 held-out prompts.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 try:
@@ -53,7 +60,7 @@ try:
 except ImportError:  # run from a clone where `shared` is not pip-installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import shared
-from shared import bpe, sft
+from shared import bpe, gold, sft
 from shared import judge_data as jd
 from shared.checkpoints import load_model, save_checkpoint
 from shared.files import write_json
@@ -69,17 +76,17 @@ SETTINGS = dict(
     long_steps=30,
     long_batch=2,
     long_lr=2e-4,
-    steps=200,
-    batch_size=8,
+    steps=600,  # optimizer steps, rubric and pairwise batches taking turns
+    batch_size=16,
     max_lr=3e-4,
-    warmup_steps=10,
+    warmup_steps=20,
     weight_decay=0.1,
     grad_clip=1.0,
-    rating_items=1100,  # rubric items in the training mix
-    pairwise_items=500,  # pairwise items (half of them the other half swapped)
+    rating_items=6000,  # rubric items in the training mix
+    pairwise_items=2400,  # pairwise items (half of them the other half swapped)
 )
 EVAL = dict(rule=120, sft=100, dpo=100, ppo=60, pairs=80)
-OPTIONS = dict(temperature=0, seed=0, num_predict=48)
+OPTIONS = dict(temperature=0, seed=0, num_predict=80)
 
 
 def load_split(name: str) -> list[dict]:
@@ -103,21 +110,100 @@ def extend_context(model: GPTModel, context: int) -> GPTModel:
     return longer.float()
 
 
-def training_items(train: list[dict], world, seed: int) -> list[dict]:
+def training_items(train: list[dict], world, seed: int) -> tuple[list[dict], list[dict]]:
+    """Rubric items and pairwise items (each pair in both orders: a judge that sees both
+    orders in training has less reason to prefer a position), shuffled."""
     rng = random.Random(seed)
     ratings = jd.make_rating_items(train, world, seed=seed)
     ratings = rng.sample(ratings, SETTINGS["rating_items"])
     half = SETTINGS["pairwise_items"] // 2
     pairs = jd.make_pairwise_items(rng.sample(train, half), world, seed=seed + 1, per_entry=1)
     swapped = [jd._pair_item(p, p["b"], p["a"], p["variant"], world) for p in pairs]
-    items = ratings + pairs + swapped
-    rng.shuffle(items)
-    return items
+    pairs += swapped
+    rng.shuffle(pairs)
+    return ratings, pairs
 
 
 def as_entries(items: list[dict]) -> list[dict]:
     """Judge items as instruction entries (the judge prompt is the instruction)."""
     return [{"instruction": i["prompt"], "input": "", "output": i["target"]} for i in items]
+
+
+class SharedPrefix(nn.Module):
+    """``model``, run cheaply on batches whose rows all begin with ``prefix`` (token ids).
+
+    Every rubric prompt begins with the same 600-odd tokens of the lecture's preamble. The
+    shared part runs once, for one row and without a gradient, and each row's rest attends
+    to its cached keys and values: the same logits as running each row whole (checked
+    before training), for about a quarter of the work. The logits then cover the positions
+    after the prefix only, and so do the targets of such a batch (``TakingTurns``). Other
+    inputs run whole.
+    """
+
+    def __init__(self, model: GPTModel, prefix: list[int]) -> None:
+        super().__init__()
+        self.model, self.prefix = model, torch.tensor(prefix)
+
+    def shares_prefix(self, idx: Tensor) -> bool:
+        n = len(self.prefix)
+        return idx.shape[1] > n and bool((idx[:, :n] == self.prefix).all())
+
+    def forward(self, idx: Tensor) -> Tensor:
+        if not self.shares_prefix(idx):
+            return self.model(idx)
+        n = len(self.prefix)
+        cache = self.model.new_kv_cache()
+        with torch.no_grad():
+            self.model(idx[:1, :n], kv_cache=cache)
+        for layer in cache.layers:  # the one row's keys and values, for every row
+            layer.keys = layer.keys.repeat(idx.shape[0], 1, 1, 1)
+            layer.values = layer.values.repeat(idx.shape[0], 1, 1, 1)
+        return self.model(idx[:, n:], kv_cache=cache)
+
+
+class TakingTurns:
+    """Rubric batches (targets cut to the positions after the shared prefix) and pairwise
+    batches, taking turns: batch ``2i`` is rubric batch ``i``, batch ``2i+1`` pairwise."""
+
+    world_size, rank = 1, 0
+
+    def __init__(self, rubric, pairwise, prefix_len: int) -> None:
+        self.rubric, self.pairwise, self.prefix_len = rubric, pairwise, prefix_len
+        self.batch_size, self.seed = rubric.batch_size, rubric.seed
+        self.tokens_per_batch = (rubric.tokens_per_batch + pairwise.tokens_per_batch) // 2
+
+    def __len__(self) -> int:
+        return 2 * min(len(self.rubric), len(self.pairwise))
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        if i % 2:
+            return self.pairwise[i // 2]
+        inputs, targets = self.rubric[i // 2]
+        return inputs, targets[:, self.prefix_len :]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def common_prefix(dataset: sft.InstructionDataset) -> list[int]:
+    """The token ids every example of ``dataset`` begins with (within its prompts)."""
+    first = dataset[0][0]
+    n = min(prompt_len for _, prompt_len in dataset.items) - 1
+    for ids, _ in dataset.items:
+        while n and ids[:n] != first[:n]:
+            n -= 1
+    return first[:n]
+
+
+def check_shared_prefix(wrapped: SharedPrefix, batches: TakingTurns) -> float:
+    """The largest difference between the shared-prefix logits and running rows whole."""
+    inputs, _ = batches[0]
+    with torch.no_grad():
+        whole = wrapped.model(inputs[:4])[:, len(wrapped.prefix) :]
+        diff = (wrapped(inputs[:4]) - whole).abs().max().item()
+    if diff > 1e-3:
+        raise RuntimeError(f"shared-prefix logits differ from whole rows by {diff:.2e}")
+    return diff
 
 
 def eval_items(data: dict, world, seed: int) -> tuple[list[dict], list[dict]]:
@@ -233,6 +319,48 @@ def figures(ratings: list[dict], pairs: list[dict]) -> dict:
     }
 
 
+ARENA_PROMPTS = 50
+
+
+def arena(judge: ChatModel, out: Path, seed: int, progress: bool) -> dict:
+    """Pairwise verdicts, in both orders, between the chapter 10-11 models' saved answers to
+    ``ARENA_PROMPTS`` held-out prompts: the battles of an arena-style rating (chapter 12)."""
+    ck = DATA_DIR / "checkpoints"
+    rows = json.loads((ck / "dpo_responses.json").read_text("utf-8"))
+    answers = {m: [r[f"{m}_response"] for r in rows] for m in ("sft", "dpo", "dpo_round2")}
+    if (ck / "ppo_responses.json").is_file():
+        ppo = {
+            (r["instruction"], r["input"]): r["ppo_response"]
+            for r in json.loads((ck / "ppo_responses.json").read_text("utf-8"))
+        }
+        if all((r["instruction"], r["input"]) in ppo for r in rows):
+            answers["ppo"] = [ppo[(r["instruction"], r["input"])] for r in rows]
+    picked = sorted(random.Random(seed).sample(range(len(rows)), ARENA_PROMPTS))
+    models = list(answers)
+    battles, prompts = [], []
+    for i in picked:
+        for x in range(len(models)):
+            for y in range(x + 1, len(models)):
+                a, b = models[x], models[y]
+                for first, second in ((a, b), (b, a)):
+                    ra, rb = answers[first][i], answers[second][i]
+                    battles.append(
+                        {
+                            "prompt_index": i,
+                            "model_a": first,
+                            "model_b": second,
+                            "gold": gold.compare(rows[i], ra, rb),
+                        }
+                    )
+                    prompts.append(jd.pairwise_prompt(rows[i], ra, rb))
+    said = judge_all(judge, prompts, "arena", progress)
+    for battle, text in zip(battles, said):
+        battle["judge_answer"], battle["verdict"] = text, jd.parse_verdict(text)
+    result = {"models": models, "prompts": picked, "battles": battles, "options": OPTIONS}
+    write_json(out / "judge_arena.json", result)
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, help="override the judge fine-tuning steps")
@@ -243,6 +371,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument("--only-arena", action="store_true", help="the arena battles only")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     shared.setup(seed=args.seed, scale="small", quiet=True)
@@ -257,6 +386,12 @@ def main(argv: list[str] | None = None) -> dict:
     steps = args.steps or SETTINGS["steps"]
     for k in EVAL:
         EVAL[k] = max(1, round(EVAL[k] * args.eval_scale)) if EVAL[k] else 0
+
+    if args.only_arena:
+        judge = ChatModel("judge", load_model(args.out_dir / "judge.pt", tokenizer=enc), enc)
+        battles = arena(judge, args.out_dir, args.seed, progress)["battles"]
+        print(f"arena: {len(battles)} battles in {time.perf_counter() - start:.0f} s")
+        return {}
 
     # 1-2: the SFT model with 1024 positions, trained on long tiny-world text
     torch.manual_seed(args.seed)
@@ -289,15 +424,39 @@ def main(argv: list[str] | None = None) -> dict:
             progress=progress,
         )
 
-    # 3: judge fine-tuning, the loss on the answer only
-    items = training_items(data["train"], world, args.seed)
+    # 3: judge fine-tuning, the loss on the answer only; rubric and pairwise batches take
+    # turns, and the rubric prompts' shared preamble runs once per batch (SharedPrefix)
+    rubric, pairwise = training_items(data["train"], world, args.seed)
     val_items = jd.make_rating_items(data["val"][:8], world, seed=args.seed, per_entry=2)
-    dataset = sft.InstructionDataset(as_entries(items), enc, "alpaca", allowed_max_length=CONTEXT)
-    val_set = sft.InstructionDataset(as_entries(val_items), enc, "alpaca", CONTEXT)
-    batches = sft.InstructionBatches(
-        dataset, SETTINGS["batch_size"], seed=args.seed, mask_prompt=True
+
+    def batches_of(items, seed, shuffle=True):
+        dataset = sft.InstructionDataset(as_entries(items), enc, "alpaca", CONTEXT)
+        return sft.InstructionBatches(
+            dataset, SETTINGS["batch_size"], seed=seed, shuffle=shuffle, mask_prompt=True
+        )
+
+    rubric_batches = batches_of(rubric, args.seed)
+    prefix = common_prefix(rubric_batches.dataset)
+    batches = TakingTurns(rubric_batches, batches_of(pairwise, args.seed + 1), len(prefix))
+    val = TakingTurns(
+        batches_of(val_items, 0, shuffle=False), batches_of(pairwise[:32], 0, False), len(prefix)
     )
-    val = sft.InstructionBatches(val_set, SETTINGS["batch_size"], shuffle=False, mask_prompt=True)
+    wrapped = SharedPrefix(model, prefix)
+    check_shared_prefix(wrapped, batches)
+    probe = jd.make_rating_items(data["val"][8:48], world, seed=args.seed, per_entry=1)
+
+    def report(step: int, wrapped: SharedPrefix) -> None:
+        """Agreement with gold on 40 held-out rubric items, printed as training goes."""
+        was_training = wrapped.training
+        wrapped.eval()
+        chat = ChatModel("judge", wrapped.model, enc, "alpaca")
+        said = [jd.parse_rating(chat.chat(i["prompt"], **OPTIONS)) for i in probe]
+        gold_ratings = [i["rating"] for i in probe]
+        kappa = jd.quadratic_weighted_kappa(gold_ratings, [s or 1 for s in said])
+        right = sum(s == g for s, g in zip(said, gold_ratings))
+        tqdm.write(f"step {step}: {right}/{len(probe)} ratings right, kappa {kappa:.2f}")
+        wrapped.train(was_training)
+
     opt = make_optimizer(model, lr=SETTINGS["max_lr"], weight_decay=SETTINGS["weight_decay"])
     schedule = functools.partial(
         lr_at,
@@ -307,17 +466,18 @@ def main(argv: list[str] | None = None) -> dict:
         min_lr=SETTINGS["max_lr"] * 0.1,
     )
     state = CACHE / f"judge_tune_{long_steps}_{steps}_state.pt"
-    model.train()
+    wrapped.train()
     logs["judge"] = train(
-        model,
+        wrapped,
         opt,
         batches,
         val,
         max_steps=steps,
         lr_schedule=schedule,
         grad_clip=SETTINGS["grad_clip"],
-        eval_every=steps,
+        eval_every=min(200, steps),
         eval_batches=2,
+        on_eval=report,
         checkpoint_path=state,
         checkpoint_every=args.checkpoint_every,
         resume_from=state if state.is_file() else None,
@@ -354,7 +514,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     metrics = result | {
         "eval_sizes": dict(EVAL),
-        "training_items": len(items),
+        "training_items": {"rubric": len(rubric), "pairwise": len(pairwise)},
         "steps": steps,
         "long_steps": long_steps,
         "context_length": CONTEXT,
@@ -365,6 +525,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "targets": {"kappa": 0.6, "swap_consistency": 0.8, "parse_failures": 0.02},
     }
+    arena(judge, out, args.seed, progress)
     write_json(out / "judge_log.json", logs)
     write_json(out / "judge_metrics.json", metrics)
     for f in CACHE.glob("judge_*_state.pt"):

@@ -36,7 +36,15 @@ from dataclasses import dataclass
 from shared import instruction_data as idata
 from shared.tiny_world import ANIMALS, COLOURS, OBJECT_KINDS, World, make_world, number_words
 
-__all__ = ["Verdict", "assess", "compare", "gold_reward", "response_style"]
+__all__ = [
+    "Verdict",
+    "assess",
+    "compare",
+    "gold_reward",
+    "mentions",
+    "normal_answer",
+    "response_style",
+]
 
 _NUMBER_WORDS = {number_words(n): n for n in range(100)}
 _SENTENCE_END = re.compile(r"[.!?]['\"]?$")
@@ -83,21 +91,50 @@ def _vocabulary(kind: str, world: World, entry: dict) -> list[str] | None:
     return None  # age, arithmetic, counting: any number
 
 
-def _mentions(text: str, vocabulary: list[str] | None) -> list[str]:
-    """Answers of the kind's type mentioned in ``text``, in order (numbers as digit strings)."""
-    low = text.lower()
+def _mention_spans(text: str, vocabulary: list[str] | None) -> list[tuple[str, str]]:
+    """Answers of the kind's type in ``text``, in order: ``(normal form, as written)`` pairs
+    (the normal form is lower case, and a digit string for numbers)."""
+    found = []
     if vocabulary is None:
-        found = []
-        for m in re.finditer(r"\d+|[a-z]+(?:-[a-z]+)?", low):
-            word = m.group()
+        for m in re.finditer(r"\d+|[a-z]+(?:-[a-z]+)?", text, re.I):
+            word = m.group().lower()
             if word.isdigit():
-                found.append(str(int(word)))
+                found.append((str(int(word)), m.group()))
             elif word in _NUMBER_WORDS:
-                found.append(str(_NUMBER_WORDS[word]))
+                found.append((str(_NUMBER_WORDS[word]), m.group()))
         return found
     words = sorted({v.lower() for v in vocabulary}, key=len, reverse=True)
     pattern = r"\b(" + "|".join(re.escape(w) for w in words) + r")\b"
-    return [m.group() for m in re.finditer(pattern, low)]
+    return [(m.group().lower(), m.group()) for m in re.finditer(pattern, text, re.I)]
+
+
+def _mentions(text: str, vocabulary: list[str] | None) -> list[str]:
+    """Answers of the kind's type mentioned in ``text``, in order (numbers as digit strings)."""
+    return [normal for normal, _ in _mention_spans(text, vocabulary)]
+
+
+def mentions(entry: dict, response: str, world: World | None = None) -> list[str]:
+    """The answers ``response`` gives that the gold rule grades, as written there, in order:
+    answers of the kind's type, less those the question itself contains (except the right
+    one). Empty for the passive kind, which is graded as a whole phrase."""
+    kind = entry["kind"]
+    if kind == "passive":
+        return []
+    world = world or _default_world()
+    vocabulary = _vocabulary(kind, world, entry)
+    spans = _mention_spans(response, vocabulary)
+    if kind == "older":
+        return [surface for _, surface in spans]
+    target = normal_answer(entry, entry["answer"], world)
+    asked = set(_mentions(f"{entry['instruction']} {entry['input']}", vocabulary))
+    return [surface for normal, surface in spans if normal not in asked or normal == target]
+
+
+def normal_answer(entry: dict, answer: str, world: World | None = None) -> str:
+    """``answer`` in the normal form the gold rule compares (lower case; numbers as digits)."""
+    vocabulary = _vocabulary(entry["kind"], world or _default_world(), entry)
+    spans = _mentions(answer, vocabulary) if vocabulary is None else []
+    return spans[0] if spans else answer.lower()
 
 
 def _normal(text: str) -> str:

@@ -51,6 +51,7 @@ __all__ = [
     "RUBRIC_PROMPT",
     "SCORE_PROMPT",
     "VARIANTS",
+    "analysis",
     "judge_example",
     "make_pairwise_items",
     "make_rating_items",
@@ -61,6 +62,7 @@ __all__ = [
     "parse_verdict",
     "quadratic_weighted_kappa",
     "real_rating_items",
+    "response_answer",
     "response_variants",
     "rubric_prompt",
     "rubric_target",
@@ -131,15 +133,15 @@ Which response is better? Answer "[[A]]" if A is better, "[[B]]" if B is better,
 
 Verdict:"""  # noqa: E501
 
-# What the judge writes as its rationale, by the gold verdict (correctness, style).
-_RATIONALE = {
-    5: "The answer is right and is one complete sentence, as the reference.",
-    4: "The answer is right, but {how}.",
-    3: "The response stops before it gives a complete answer.",
-    2: "The response gives a wrong answer.",
-    1: "The response does not answer the instruction.",
+# What the judge writes after naming the two answers, by gold rating (and style for 4).
+_WHY = {
+    5: "right, in one complete sentence",
+    "curt": "right, but a bare answer without a sentence",
+    "padded": "right, but with needless words",
+    3: "it stops mid-sentence",
+    2: "wrong",
+    1: "it does not answer the instruction",
 }
-_HOW = {"curt": "it is a bare answer without a sentence", "padded": "it adds needless words"}
 
 
 def _instruction(entry: dict) -> str:
@@ -193,10 +195,50 @@ def score_prompt(entry: dict, response: str) -> str:
     )
 
 
-def rubric_target(verdict: gold.Verdict) -> str:
-    """The judge's answer after "Feedback::": a one-sentence evaluation and the rating."""
-    why = _RATIONALE[verdict.rating].format(how=_HOW.get(verdict.style, "its style is off"))
-    return f"Evaluation: {why}\n\nTotal rating: {verdict.rating}"
+def response_answer(entry: dict, response: str, world: World | None = None) -> str | None:
+    """The answer ``response`` gives, as it is written there, or None when it gives none.
+
+    The mention the gold rule grades: the first answer of the kind's type that the question
+    does not itself contain (for "who is older", the first name), preferring a wrong one when
+    there are several, since one wrong mention makes the answer wrong.
+    """
+    text = response.strip()
+    if entry["kind"] == "passive":
+        return text.rstrip(".!?") if re.search(r"\bby \w", text) else None
+    found = gold.mentions(entry, response, world)
+    if not found:
+        return None
+    if entry["kind"] == "older":
+        return found[0]
+    target = entry["answer"].lower()
+    wrong = [
+        m
+        for m in found
+        if gold.normal_answer(entry, m, world) != gold.normal_answer(entry, target, world)
+    ]
+    return (wrong or found)[0]
+
+
+def analysis(entry: dict, response: str, world: World | None = None) -> str:
+    """What the judge writes before its rating: the two answers side by side, then why.
+
+    Naming the reference's answer and the response's answer first turns the hard step,
+    comparing two words some way apart, into copying each and comparing neighbours: a
+    small judge learns that far faster (and so do large ones, which is why rubrics ask
+    for the rationale before the rating).
+    """
+    verdict = gold.assess(entry, response, world)
+    said = response_answer(entry, response, world) if response.strip() else None
+    why = _WHY[verdict.style if verdict.rating == 4 else verdict.rating]
+    if not response.strip():
+        return f"The reference says {entry['answer']}. The response is empty."
+    return f"The reference says {entry['answer']}. The response says {said or 'nothing'}: {why}."
+
+
+def rubric_target(entry: dict, response: str, world: World | None = None) -> str:
+    """The judge's answer after "Feedback::": the evaluation, then ``Total rating: N``."""
+    rating = gold.assess(entry, response, world).rating
+    return f"Evaluation: {analysis(entry, response, world)}\n\nTotal rating: {rating}"
 
 
 def pairwise_prompt(entry: dict, a: str, b: str) -> str:
@@ -205,10 +247,15 @@ def pairwise_prompt(entry: dict, a: str, b: str) -> str:
     )
 
 
-def pairwise_target(verdict: str) -> str:
-    if verdict not in ("A", "B", "tie"):
-        raise ValueError(f"verdict must be 'A', 'B' or 'tie', got {verdict!r}")
-    return f"[[{verdict}]]"
+def pairwise_target(entry: dict, a: str, b: str, world: World | None = None) -> str:
+    """The judge's pairwise answer: what each response says and its rating, then the verdict
+    in double brackets (``[[A]]``, ``[[B]]`` or ``[[tie]]``, the gold ``compare``)."""
+    parts = [f"The reference says {entry['answer']}."]
+    for name, response in (("A", a), ("B", b)):
+        rating = gold.assess(entry, response, world).rating
+        said = response_answer(entry, response, world) if response.strip() else None
+        parts.append(f"{name} says {said or 'nothing'}, rating {rating}.")
+    return " ".join(parts) + f" [[{gold.compare(entry, a, b, world)}]]"
 
 
 def judge_example(prompt: str, target: str) -> tuple[str, str]:
@@ -250,7 +297,7 @@ def _rating_item(entry: dict, response: str, variant: str, source: str, world: W
     verdict = gold.assess(entry, response, world)
     return {
         "prompt": rubric_prompt(entry, response),
-        "target": rubric_target(verdict),
+        "target": rubric_target(entry, response, world),
         "rating": verdict.rating,
         "response": response,
         "variant": variant,
@@ -289,7 +336,7 @@ def _pair_item(entry: dict, a: str, b: str, variant: str, world: World) -> dict:
     verdict = gold.compare(entry, a, b, world)
     return {
         "prompt": pairwise_prompt(entry, a, b),
-        "target": pairwise_target(verdict),
+        "target": pairwise_target(entry, a, b, world),
         "verdict": verdict,
         "a": a,
         "b": b,

@@ -64,6 +64,7 @@ def test_pairwise_targets_follow_gold(entries, world):
     for i in items:
         assert i["verdict"] == gold.compare(i, i["a"], i["b"], world)
         assert jd.parse_verdict(i["target"]) == i["verdict"]
+        assert i["target"].startswith(f"The reference says {i['answer']}. A says ")
         assert f"Response A: {i['a']}\n" in i["prompt"]
 
 
@@ -141,3 +142,39 @@ def test_kappa():
         jd.quadratic_weighted_kappa([1, 6], [1, 2])
     with pytest.raises(ValueError):
         jd.quadratic_weighted_kappa([1], [1, 2])
+
+
+def test_targets_name_both_answers_before_the_rating(entries, world):
+    rng = random.Random(0)
+    for e in entries[:120]:
+        for variant, response in jd.response_variants(e, rng, world, entries):
+            target = jd.rubric_target(e, response, world)
+            assert target.startswith(f"Evaluation: The reference says {e['answer']}.")
+            verdict = gold.assess(e, response, world)
+            said = jd.response_answer(e, response, world)
+            if verdict.rating in (4, 5) and e["kind"] != "passive":
+                # the named answer is the right one, as written in the response
+                assert said in response
+                assert gold.normal_answer(e, said, world) == gold.normal_answer(
+                    e, e["answer"], world
+                )
+            if verdict.rating == 2:
+                assert said is not None and f"says {said}: wrong." in target, (variant, target)
+            if variant == "empty":
+                assert "The response is empty." in target
+
+
+def test_response_answer_examples(world):
+    town = {"kind": "town", "instruction": "Where does Nabo live?", "input": ""}
+    town |= {"answer": "Rushcombe", "full": "Nabo lives in Rushcombe.", "people": ["Nabo"]}
+    assert jd.response_answer(town, "Nabo lives in Rushcombe.", world) == "Rushcombe"
+    assert jd.response_answer(town, "I like the sky.", world) is None
+    sums = {"kind": "arithmetic", "instruction": "How much is seven plus seven?", "input": ""}
+    sums |= {"answer": "fourteen", "full": "The answer is fourteen.", "people": []}
+    assert jd.response_answer(sums, "The answer is Fifteen.", world) == "Fifteen"
+    # seven is in the question, so it is not the answer given
+    assert jd.response_answer(sums, "Seven and seven make 14.", world) == "14"
+    assert jd.analysis(sums, "14", world) == (
+        "The reference says fourteen. The response says 14: right, but a bare answer "
+        "without a sentence."
+    )
