@@ -39,9 +39,14 @@ same answer.
 
 Errors are ``{"error": "..."}`` with the status code saying whose fault it is: 400 (the
 request: bad JSON, a missing field, a bad option), 404 (``model 'x' not found``, Ollama's
-wording), 413 (the prompt does not fit into the model's context), 429 (too many requests at
-once), 500 (the server). An error after a stream has started can no longer change the
-status code, so it arrives as a last line ``{"error": "..."}`` instead.
+wording), 413 (the request body is over ``MAX_BODY_BYTES``, or the prompt does not fit into
+the model's context), 429 (too many requests at once), 500 (the server). An error after a
+stream has started can no longer change the status code, so it arrives as a last line
+``{"error": "..."}`` instead. A client that closes the connection in the middle of a stream
+ends its generation after the current token, and its request slot is free again.
+
+``burst(url, model)`` sends a burst of identical requests at once and measures the
+requests per second and the latencies (a benchmark, and a check that nothing is lost).
 
 The server has no authentication, so it only ever listens on the loopback interface.
 """
@@ -60,9 +65,12 @@ import secrets
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,9 +81,9 @@ import torch
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 from torch import nn
 
 from shared.attention import KVCache
@@ -92,6 +100,7 @@ __all__ = [
     "ContextLengthError",
     "GenerationOptions",
     "alpaca_prompt",
+    "burst",
     "create_app",
     "load_chat_model",
     "main",
@@ -102,6 +111,14 @@ __all__ = [
 
 VERSION = "0.1.0"
 DEFAULT_PORT = 11434  # Ollama's port, so a client's default URL finds either server
+# The largest request body read (413 above it). A chat that fills even a 1024-token context
+# is a few KiB of JSON; the limit keeps a runaway client from filling the server's memory.
+MAX_BODY_BYTES = 1 << 20
+# How much of a body past the limit is still read, and dropped, before the 413 goes out.
+# A client that sends its whole body before it reads the answer (urllib, which also asks
+# for the connection to be closed) would otherwise find the connection reset under unread
+# data, and never see the 413. A body declared longer than that is refused unread.
+DISCARD_BYTES = 16 << 20
 ROLES = ("system", "user", "assistant", "tool")
 # Special tokens that end an answer when the model writes them: end-of-text, and the end of
 # a turn in the Phi-3 template (present only in encodings extended with PHI3_SPECIALS).
@@ -158,12 +175,16 @@ PROMPT_TEMPLATES: dict[str, PromptBuilder] = {
 
 
 class RequestError(Exception):
-    """A request the server refuses, with the HTTP status code that says why."""
+    """A request the server refuses, with the HTTP status code that says why.
 
-    def __init__(self, status: int, message: str) -> None:
+    ``code`` replaces the status's usual ``code`` in the OpenAI endpoints' error shape.
+    """
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code
 
 
 class ContextLengthError(ValueError):
@@ -692,8 +713,9 @@ _OPENAI_ERROR_TYPES = {
 }
 
 
-def _openai_error(status: int, message: str) -> JSONResponse:
-    kind, code = _OPENAI_ERROR_TYPES.get(status, ("api_error", None))
+def _openai_error(status: int, message: str, code: str | None = None) -> JSONResponse:
+    kind, usual_code = _OPENAI_ERROR_TYPES.get(status, ("api_error", None))
+    code = code or usual_code
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return JSONResponse(body, status_code=status)
 
@@ -713,13 +735,53 @@ class _Slot:
                 self._semaphore.release()
 
 
-def create_app(models: Mapping[str, ChatModel], max_requests: int = 4) -> FastAPI:
+class _AnswerStream(StreamingResponse):
+    """A streamed answer that ends its generation and gives its slot back however the
+    stream ends: finished, failed, or dropped by the client.
+
+    ``pieces`` is a generator of the encoded pieces whose ``close()`` ends the generation
+    (and so lets go of the model's lock). Starlette alone would only stop pulling from it:
+    the generator would stay suspended inside the model's lock until the garbage collector
+    happened to find it, and every later request for that model would wait until then.
+    """
+
+    def __init__(
+        self, request: Request, pieces: Iterator[bytes], slot: _Slot, media_type: str
+    ) -> None:
+        self.pieces = pieces
+        self.slot = slot
+        super().__init__(self._pull(request), media_type=media_type)
+
+    async def _pull(self, request: Request) -> AsyncIterator[bytes]:
+        # Checked before every piece, so a client that has gone costs at most one more
+        # token, also under a server that does not cancel the stream when it notices.
+        while not await request.is_disconnected():
+            piece = await run_in_threadpool(next, self.pieces, None)
+            if piece is None:
+                return
+            yield piece
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Safe to close here: a cancelled run_in_threadpool waits for its thread, so
+            # the generator is suspended between pieces, never running.
+            self.pieces.close()
+            self.slot.release()
+
+
+def create_app(
+    models: Mapping[str, ChatModel],
+    max_requests: int = 4,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
     """The FastAPI app that serves ``models`` (name -> ``ChatModel``) with Ollama's API.
 
     At most ``max_requests`` requests are answered or waiting at once (each model answers
-    one at a time, the others wait their turn); one more gets 429. Run the app with
-    ``serve_in_background(app)``, with uvicorn, or call it in process with FastAPI's
-    ``TestClient``.
+    one at a time, the others wait their turn); one more gets 429. A request body over
+    ``max_body_bytes`` gets 413. Run the app with ``serve_in_background(app)``, with
+    uvicorn, or call it in process with FastAPI's ``TestClient``.
     """
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models must be a non-empty dict of name -> ChatModel")
@@ -728,6 +790,8 @@ def create_app(models: Mapping[str, ChatModel], max_requests: int = 4) -> FastAP
             raise TypeError(f"models[{key!r}] must be a ChatModel, got {type(cm).__name__}")
     if not _is_int(max_requests) or max_requests < 1:
         raise ValueError(f"max_requests must be a positive int, got {max_requests!r}")
+    if not _is_int(max_body_bytes) or max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be a positive int, got {max_body_bytes!r}")
     models = dict(models)
     slots = threading.BoundedSemaphore(max_requests)
 
@@ -738,6 +802,10 @@ def create_app(models: Mapping[str, ChatModel], max_requests: int = 4) -> FastAP
     )
     app.state.models = models
     app.state.max_requests = max_requests
+    app.state.max_body_bytes = max_body_bytes
+    # The slots not taken right now (the count CPython's Semaphore keeps), for tests and
+    # for a look at a running server.
+    app.state.free_slots = lambda: slots._value
 
     def find_model(name: Any) -> ChatModel:
         if not isinstance(name, str) or not name:
@@ -758,12 +826,45 @@ def create_app(models: Mapping[str, ChatModel], max_requests: int = 4) -> FastAP
             )
         return _Slot(slots)
 
+    def body_too_large(size: str) -> RequestError:
+        return RequestError(
+            413,
+            f"the request body is {size} bytes, over the server's limit of {max_body_bytes} "
+            "bytes: send a shorter request",
+            code="request_too_large",
+        )
+
+    async def read_body(request: Request) -> bytes:
+        """The body; 413 if it is over ``max_body_bytes``, which is then never kept."""
+        length = request.headers.get("content-length", "")
+        # (uvicorn has already refused a malformed Content-Length with a 400 of its own.)
+        declared = int(length) if length.isascii() and length.isdigit() else None
+        too_big = declared is not None and declared > max_body_bytes
+        if too_big and declared > max_body_bytes + DISCARD_BYTES:
+            raise body_too_large(length)  # without reading any of it
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():  # chunked: no length known in advance
+            size += len(chunk)
+            if size > max_body_bytes + DISCARD_BYTES:
+                raise body_too_large(f"more than {max_body_bytes}")
+            if size > max_body_bytes:
+                too_big = True
+                chunks.clear()  # from here on, the body is only read and dropped
+            if not too_big:
+                chunks.append(chunk)
+        if too_big:
+            raise body_too_large(str(size if declared is None else declared))
+        return b"".join(chunks)
+
     async def read_json(request: Request) -> dict[str, Any]:
-        body = await request.body()
+        body = await read_body(request)
         try:
             data = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RequestError(400, f"the request body is not valid JSON: {e}") from None
+        except RecursionError:  # [[[[... : json's parser recurses once per level
+            raise RequestError(400, "the request body is JSON nested too deeply") from None
         if not isinstance(data, dict):
             raise RequestError(
                 400, f"the request body must be a JSON object, got {_json_type(data)}"
@@ -815,19 +916,12 @@ def create_app(models: Mapping[str, ChatModel], max_requests: int = 4) -> FastAP
         finally:
             slot.release()
 
-    def stream_response(body: Iterator[bytes], slot: _Slot, media_type: str) -> StreamingResponse:
-        # The background task gives the slot back even if the client leaves before the
-        # first piece (then the body generator never starts, and its finally never runs).
-        return StreamingResponse(
-            body, media_type=media_type, background=BackgroundTask(slot.release)
-        )
-
     # ----- errors: always {"error": "..."} (the OpenAI endpoints: their own shape)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:
         if request.url.path.startswith("/v1/"):
-            return _openai_error(exc.status, exc.message)
+            return _openai_error(exc.status, exc.message, exc.code)
         return _error(exc.status, exc.message)
 
     @app.exception_handler(StarletteHTTPException)
@@ -879,7 +973,8 @@ def create_app(models: Mapping[str, ChatModel], max_requests: int = 4) -> FastAP
             }
 
         if stream:
-            return stream_response(ollama_stream(answer, slot, chunk), slot, "application/x-ndjson")
+            body = ollama_stream(answer, slot, chunk)
+            return _AnswerStream(request, body, slot, "application/x-ndjson")
         text = await collect(answer, slot)
         return {**chunk(text), "done": True, **answer.stats()}
 
@@ -908,7 +1003,8 @@ def create_app(models: Mapping[str, ChatModel], max_requests: int = 4) -> FastAP
             return {"model": cm.name, "created_at": _created_at(), "response": piece, "done": False}
 
         if stream:
-            return stream_response(ollama_stream(answer, slot, chunk), slot, "application/x-ndjson")
+            body = ollama_stream(answer, slot, chunk)
+            return _AnswerStream(request, body, slot, "application/x-ndjson")
         text = await collect(answer, slot)
         return {**chunk(text), "done": True, **answer.stats()}
 
@@ -979,7 +1075,7 @@ def create_app(models: Mapping[str, ChatModel], max_requests: int = 4) -> FastAP
                     slot.release()
                 yield b"data: [DONE]\n\n"
 
-            return stream_response(events(), slot, "text/event-stream")
+            return _AnswerStream(request, events(), slot, "text/event-stream")
         text = await collect(answer, slot)
         message = {"role": "assistant", "content": text}
         usage = {
@@ -1073,6 +1169,79 @@ def serve_in_background(
         server.should_exit = True
         thread.join(timeout=timeout)
         sock.close()
+
+
+def burst(
+    url: str,
+    model: str,
+    n: int = 32,
+    prompt: str = "What colour is Nabo's hat?",
+    num_predict: int = 8,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Send ``n`` identical ``/api/chat`` requests at once, each from its own thread.
+
+    The requests are greedy (``temperature`` 0), not streamed, ``num_predict`` tokens long.
+    ``timeout`` is how long each may wait for its answer; as they all start together, the
+    whole burst takes about that long at most. Returns ``ok`` (answers with status 200), ``statuses``
+    (status -> count; 0: no answer at all), ``answers`` (the distinct answer texts: one,
+    as greedy decoding is deterministic), ``errors`` (the first few error messages),
+    ``seconds`` (the whole burst), ``requests_per_s`` (answers per second) and ``p50_ms``
+    and ``p95_ms`` (the latencies of the answered requests, nearest rank; None if none).
+    """
+    if not _is_int(n) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    payload = json.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": prompt}],
+            "stream": False,
+            "options": {"temperature": 0, "num_predict": num_predict},
+        }
+    ).encode()
+    endpoint = url.rstrip("/") + "/api/chat"
+    # No proxy: the server is on this machine (an http_proxy variable would still be used).
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def one(_: int) -> tuple[int, str, float]:
+        request = urllib.request.Request(
+            endpoint, data=payload, headers={"Content-Type": "application/json"}
+        )
+        began = time.perf_counter()
+        try:
+            with opener.open(request, timeout=timeout) as r:
+                status, text = r.status, json.loads(r.read())["message"]["content"]
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read().decode("utf-8", "replace")
+        except OSError as e:  # refused, reset, timed out
+            status, text = 0, f"{type(e).__name__}: {e}"
+        return status, text, time.perf_counter() - began
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        results = list(pool.map(one, range(n)))
+    seconds = time.perf_counter() - began
+    answered = sorted(latency for status, _, latency in results if status == 200)
+
+    def percentile(q: float) -> float | None:
+        if not answered:
+            return None
+        return 1000 * answered[max(0, math.ceil(q * len(answered)) - 1)]
+
+    statuses: dict[int, int] = {}
+    for status, _, _ in results:
+        statuses[status] = statuses.get(status, 0) + 1
+    return {
+        "n": n,
+        "ok": len(answered),
+        "statuses": statuses,
+        "answers": sorted({text for status, text, _ in results if status == 200}),
+        "errors": [text for status, text, _ in results if status != 200][:3],
+        "seconds": seconds,
+        "requests_per_s": len(answered) / seconds,
+        "p50_ms": percentile(0.50),
+        "p95_ms": percentile(0.95),
+    }
 
 
 # --------------------------------------------------------------------------- command line
