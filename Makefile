@@ -15,11 +15,12 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) \
 PYTEST_ARGS ?=
 LINT_PATHS := shared tests $(wildcard data/*.py) $(NOTEBOOKS)
 
-.PHONY: help setup run notebooks test unit nbval lint format lab data pretrain sft rm dpo ppo judge bench clean
+.PHONY: help setup run notebooks test unit nbval test-browser lint format lab data pretrain sft rm dpo ppo judge bench clean
 
 help:
 	@echo "make run    - set up if needed, then execute every notebook and solution in order (outputs in place)"
-	@echo "make test   - set up if needed, then lint, unit tests and nbval over every notebook"
+	@echo "make test   - set up if needed, then lint, unit tests, nbval over every notebook and the browser test"
+	@echo "make test-browser - chapters 5 and 12 in JupyterLab in headless Chromium (installs Debian's chromium if missing)"
 	@echo "make lab    - JupyterLab on the project's environment"
 	@echo "make data   - regenerate data/ (corpora, tokenizer) byte for byte"
 	@echo "make bench  - print speed figures (tokenizer, training, KV cache)"
@@ -49,7 +50,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 run notebooks: $(STAMP)
 	$(BIN)/python tests/run_notebooks.py $(NB)
 
-test: lint unit nbval
+test: lint unit nbval test-browser
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
@@ -58,6 +59,13 @@ nbval: $(STAMP)
 	$(if $(NOTEBOOKS),,@echo "no notebooks yet"; exit 0)
 	LLMS_SCALE=tiny $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS) $(NOTEBOOKS)
+
+# JupyterLab in headless Chromium (Playwright): runs chapter 5 and its decoding playground,
+# and chapter 12's judge server; screenshots in tests/browser/screenshots/. Installing
+# Chromium may fail outside CI (no root, no apt): then the test skips and says why.
+test-browser: $(STAMP)
+	sh tests/browser/install_chromium.sh || test -z "$$CI"
+	$(BIN)/python -m pytest tests/browser -s -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
