@@ -50,7 +50,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 run notebooks: $(STAMP)
 	$(BIN)/python tests/run_notebooks.py $(NB)
 
-test: lint unit nbval test-browser
+# Each step timed (install, lint, unit tests, nbval, browser), the split printed at the end.
+test:
+	@MAKE="$(MAKE)" $(PYTHON) tests/timed_make.py setup lint unit nbval test-browser
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
