@@ -11,11 +11,11 @@ Three steps, each resumable (state in ``data/cache/judge_*``):
    template, answers after one space and stops with end-of-text, which is how the judge is
    asked through the server (the rubric text is the user message).
 2. **Extend the context from 128 to 1024 positions.** The rubric prompt is about 730 tokens
-   in the Alpaca template. The 128 learned position vectors are copied; position ``j >= 128``
-   starts as a copy of learned position ``64 + (j - 128) % 64`` (the second half of the
-   learned table, repeated), so every stretch of 64 neighbouring positions looks like one
-   the model knows. Then ``--long-steps`` steps of plain next-token training on 1024-token
-   windows of the tiny-world corpus make the new positions distinct.
+   in the Alpaca template. The learned table of 128 position vectors is stretched to 1024
+   rows by linear interpolation (position interpolation, ``extend_context``), then
+   ``--long-steps`` steps of plain next-token training on 1024-token windows of the
+   tiny-world corpus teach the model to read that far: on validation windows the loss past
+   position 128 falls from 3.6-5.1 to about 0.75 within 50 steps.
 3. **Fine-tune on judge data** with the loss on the answer only (prompt masked): rubric
    items for the response variants of the training instructions, and pairwise items, each
    pair in both orders. The targets reason before they rate: the judge first names the
@@ -52,6 +52,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -73,12 +74,12 @@ DATA_DIR = Path(__file__).resolve().parent
 CACHE = DATA_DIR / "cache"
 CONTEXT = 1024
 SETTINGS = dict(
-    long_steps=30,
+    long_steps=150,
     long_batch=2,
-    long_lr=2e-4,
+    long_lr=1e-3,
     steps=600,  # optimizer steps, rubric and pairwise batches taking turns
     batch_size=16,
-    max_lr=3e-4,
+    max_lr=5e-4,
     warmup_steps=20,
     weight_decay=0.1,
     grad_clip=1.0,
@@ -94,8 +95,15 @@ def load_split(name: str) -> list[dict]:
 
 
 def extend_context(model: GPTModel, context: int) -> GPTModel:
-    """A copy of ``model`` with ``context`` positions: the learned ones copied, the new ones
-    tiled from the second half of the learned table (see the module docstring)."""
+    """A copy of ``model`` with ``context`` positions, the learned table stretched to fit.
+
+    Position interpolation: new position ``j`` gets the learned vector at the fractional
+    position ``j * (old - 1) / (context - 1)``, linearly interpolated, so the table keeps
+    its shape (neighbours stay neighbours) at a finer step. Measured on 1024-token windows
+    of validation text before any training, the loss past position 128 is 3.6-5.1 this way;
+    tiling the learned vectors instead (positions 64-127 repeated, as some long-context
+    models do) gives 7.0-7.8, and after 25 steps of training 0.95-1.0 vs 2.0-2.3.
+    """
     old = model.cfg.context_length
     cfg = model.cfg.to_dict() | {"context_length": context}
     longer = GPTModel(cfg)
@@ -103,10 +111,10 @@ def extend_context(model: GPTModel, context: int) -> GPTModel:
     missing, unexpected = longer.load_state_dict(state, strict=False)
     assert missing == ["pos_emb.weight"] and not unexpected, (missing, unexpected)
     with torch.no_grad():
-        learned = model.pos_emb.weight.float()
-        half = old // 2
-        rows = [learned[j] if j < old else learned[half + (j - old) % half] for j in range(context)]
-        longer.pos_emb.weight.copy_(torch.stack(rows))
+        learned = model.pos_emb.weight.float().T[None]  # (1, emb_dim, old)
+        stretched = F.interpolate(learned, size=context, mode="linear", align_corners=True)
+        longer.pos_emb.weight.copy_(stretched[0].T)
+    assert old < context
     return longer.float()
 
 
@@ -365,6 +373,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, help="override the judge fine-tuning steps")
     parser.add_argument("--long-steps", type=int, help="override the long-context steps")
+    parser.add_argument("--max-lr", type=float, help="override the judge fine-tuning peak lr")
     parser.add_argument("--eval-scale", type=float, default=1.0, help="share of the eval sets")
     parser.add_argument("--checkpoint-every", type=int, default=20)
     parser.add_argument("--out-dir", type=Path, default=DATA_DIR / "checkpoints")
@@ -384,6 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = {s: load_split(s) for s in ("train", "val", "test")}
     long_steps = args.long_steps if args.long_steps is not None else SETTINGS["long_steps"]
     steps = args.steps or SETTINGS["steps"]
+    SETTINGS["max_lr"] = args.max_lr or SETTINGS["max_lr"]
     for k in EVAL:
         EVAL[k] = max(1, round(EVAL[k] * args.eval_scale)) if EVAL[k] else 0
 
@@ -444,6 +454,7 @@ def main(argv: list[str] | None = None) -> dict:
     wrapped = SharedPrefix(model, prefix)
     check_shared_prefix(wrapped, batches)
     probe = jd.make_rating_items(data["val"][8:48], world, seed=args.seed, per_entry=1)
+    logs["probe"] = []  # (step, ratings right, kappa) on the 40 probe items
 
     def report(step: int, wrapped: SharedPrefix) -> None:
         """Agreement with gold on 40 held-out rubric items, printed as training goes."""
@@ -455,6 +466,7 @@ def main(argv: list[str] | None = None) -> dict:
         kappa = jd.quadratic_weighted_kappa(gold_ratings, [s or 1 for s in said])
         right = sum(s == g for s, g in zip(said, gold_ratings))
         tqdm.write(f"step {step}: {right}/{len(probe)} ratings right, kappa {kappa:.2f}")
+        logs["probe"].append([step, right, kappa])
         wrapped.train(was_training)
 
     opt = make_optimizer(model, lr=SETTINGS["max_lr"], weight_decay=SETTINGS["weight_decay"])
@@ -465,7 +477,7 @@ def main(argv: list[str] | None = None) -> dict:
         total_steps=steps,
         min_lr=SETTINGS["max_lr"] * 0.1,
     )
-    state = CACHE / f"judge_tune_{long_steps}_{steps}_state.pt"
+    state = CACHE / f"judge_tune_{long_steps}_{steps}_{SETTINGS['max_lr']:g}_state.pt"
     wrapped.train()
     logs["judge"] = train(
         wrapped,
@@ -492,8 +504,8 @@ def main(argv: list[str] | None = None) -> dict:
     extra = {
         "template": "alpaca",
         "base": "sft.pt",
-        "context_extension": "learned 128 positions copied; new ones tiled from positions "
-        "64-127; trained on 1024-token tiny-world windows",
+        "context_extension": "the learned 128 positions stretched to 1024 by linear "
+        "interpolation; trained on 1024-token tiny-world windows",
         "prompts": ["rubric (the lecture's 1-5)", "pairwise ([[A]]/[[B]]/[[tie]])"],
     }
     save_checkpoint(
