@@ -49,6 +49,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 run notebooks: $(STAMP)
 	$(BIN)/python tests/run_notebooks.py $(NB)
+	$(BIN)/python tests/readme_table.py --write
 
 # Each step timed (install, lint, unit tests, nbval, browser), the split printed at the end.
 test:
