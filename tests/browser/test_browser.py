@@ -481,13 +481,9 @@ def test_chapter_12_judge_server(browser, lab, phases):
         cell.scroll_into_view_if_needed()
         page.screenshot(path=SCREENSHOTS / "12_judge_server.png")
 
-        early = [e for e in state["errors"] if e["cell"] <= index]
-        assert not early, describe_errors(early)
+        assert not state["errors"], describe_errors(state["errors"])
         assert re.fullmatch(r"\[\d+\]:", state["prompts"][index]), state["prompts"][index]
         text = cell.locator(".jp-OutputArea").inner_text()
         print(f"[browser] judge server cell: {text.strip().splitlines()[-1]!r}")
         assert re.search(r"serving at http://127\.0\.0\.1:\d+ models: \[.+\]", text), text
-        # The rest of the chapter is nbval's to check; say what failed without failing here.
-        for error in (e for e in state["errors"] if e["cell"] > index):
-            print(f"[browser] note: chapter 12, code cell {error['cell']} failed:")
-            print(error["text"][-600:], flush=True)
+        assert all(re.fullmatch(r"\[\d+\]:", p) for p in state["prompts"]), state["prompts"]
