@@ -16,11 +16,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
+from test_judge_server import CFG, ENC, GREEDY, HI, make_model  # the same tiny models
 
 from shared import judge_server
-from shared.bpe import get_encoding
 from shared.gpt import GPTConfig, GPTModel
 from shared.judge_server import (
     MAX_BODY_BYTES,
@@ -30,12 +29,6 @@ from shared.judge_server import (
     serve_in_background,
 )
 
-ENC = get_encoding()
-CFG = GPTConfig(
-    vocab_size=ENC.n_vocab, context_length=128, emb_dim=16, n_heads=2, n_layers=1, tie_weights=True
-)
-HI = [{"role": "user", "content": "What colour is Nabo's hat?"}]
-GREEDY = {"temperature": 0, "num_predict": 8}
 # No proxy: an http_proxy variable would send even 127.0.0.1 through it.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -43,17 +36,6 @@ OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 @pytest.fixture(autouse=True, scope="module")
 def _threads(one_thread):
     yield
-
-
-def make_model(seed: int = 0, cls: type[GPTModel] = GPTModel) -> GPTModel:
-    """A random model with spread-out logits (std 0.3), so greedy choices never tie."""
-    torch.manual_seed(seed)
-    model = cls(CFG).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.3)
-    return model
 
 
 class SlowGPT(GPTModel):
