@@ -18,6 +18,7 @@ import torch
 from shared.runtime import REPO_DIR
 
 STEPS = 6
+LR = 3e-3  # the demonstration's learning rate (shared.distributed.main)
 
 
 def run_demo(out, nproc: int) -> dict:
@@ -39,10 +40,21 @@ def runs(tmp_path_factory):
 
 
 def test_two_processes_give_the_same_weights_as_one(runs):
+    """Equal up to reduction order, which AdamW can amplify in a few weights, never more.
+
+    Adam divides each gradient by its own running size, so a weight whose gradient is
+    nearly zero moves by up to ``lr`` (3e-3) whatever rounding decided its sign: a handful
+    of such weights may differ by ~1e-5. A real fault (ranks not averaging gradients)
+    moves almost every weight by a good fraction of ``lr`` instead.
+    """
     single, ddp = runs
     assert single["model"].keys() == ddp["model"].keys()
-    worst = max((single["model"][k] - ddp["model"][k]).abs().max().item() for k in single["model"])
-    assert worst < 1e-5, worst
+    diffs = torch.cat(
+        [(single["model"][k] - ddp["model"][k]).abs().flatten() for k in single["model"]]
+    )
+    assert diffs.max().item() < LR / 10, diffs.max().item()
+    assert diffs.mean().item() < 1e-6, diffs.mean().item()  # typical weight: equal
+    assert (diffs > 1e-6).float().mean().item() < 1e-3  # fewer than 1 in 1,000 differ
     assert single["step"] == ddp["step"] == STEPS
 
 
