@@ -23,7 +23,7 @@ help:
 	@echo "make test-browser - chapters 5 and 12 in JupyterLab in headless Chromium (installs Debian's chromium if missing)"
 	@echo "make lab    - JupyterLab on the project's environment"
 	@echo "make data   - regenerate data/ (corpora, tokenizer) byte for byte"
-	@echo "make bench  - print speed figures (tokenizer, training, KV cache)"
+	@echo "make bench  - speed figures in one table, bench/RESULTS.md (tokenizer, training, KV cache, server)"
 	@echo "make pretrain - train the released base model (data/checkpoints/base_small.pt)"
 	@echo "make sft    - instruction-tune the base model (data/checkpoints/sft.pt)"
 	@echo "make rm     - train the reward model on preference pairs (data/checkpoints/rm.pt)"
@@ -84,10 +84,9 @@ lab: $(STAMP)
 data: $(STAMP)
 	$(BIN)/python data/make_data.py
 
+# One table of every speed figure (about 6 minutes), written to bench/RESULTS.md.
 bench: $(STAMP)
-	$(BIN)/python tests/bench_bpe.py
-	$(BIN)/python tests/bench_training.py
-	$(BIN)/python tests/bench_kv_cache.py
+	$(BIN)/python tests/bench_all.py
 
 pretrain: $(STAMP)
 	$(BIN)/python data/pretrain.py --scale small

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shared.attention import KVCache, LayerKVCache, MultiHeadAttention
@@ -60,10 +61,12 @@ class GPTConfig:
     dropout on each residual branch. ``qkv_bias`` gives the query/key/value projections a
     bias (GPT-2 has one). ``tie_weights`` makes ``out_head`` reuse the token-embedding
     matrix, as GPT-2 does, which saves ``vocab_size * emb_dim`` parameters.
-    ``fused_attention`` picks the attention path: ``F.scaled_dot_product_attention`` (True,
-    faster, the default for training) or the explicit one that chapter 2 writes out (False,
-    needed to look at the attention weights). Both compute the same function; it changes no
-    parameter, so a checkpoint loads into either.
+    ``fused_attention`` picks the code path: True (the default, for training and generation)
+    hands the work to library kernels, ``F.scaled_dot_product_attention``, one matmul for
+    the query, key and value projections together, ``F.layer_norm`` and ``F.gelu``; False
+    runs the explicit operations chapters 2 and 3 write out (needed to look at the attention
+    weights). Both compute the same function to float rounding; it changes no parameter, so
+    a checkpoint loads into either. Forward hooks on any of these modules still fire.
     Change a field with ``dataclasses.replace(cfg, drop_rate=0.1)``.
     """
 
@@ -185,15 +188,22 @@ class LayerNorm(nn.Module):
     ``n``, not ``n - 1``), as in the original definition and in PyTorch. Unlike batch norm it
     looks only at one position's own features, so it behaves the same for any batch size
     and at training and inference time.
+
+    ``fused=True`` computes the same formula with ``F.layer_norm``, one kernel forward and
+    one backward instead of seven small operations that each store a tensor (faster, less
+    memory); ``GPTModel`` sets it from ``cfg.fused_attention``.
     """
 
-    def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
+    def __init__(self, emb_dim: int, eps: float = 1e-5, fused: bool = False) -> None:
         super().__init__()
         self.eps = eps
+        self.fused = fused
         self.scale = nn.Parameter(torch.ones(emb_dim))
         self.shift = nn.Parameter(torch.zeros(emb_dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
         mean = x.mean(dim=-1, keepdim=True)
         var = x.var(dim=-1, keepdim=True, unbiased=False)
         return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
@@ -209,15 +219,19 @@ class GELU(nn.Module):
     ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``; it was cheaper than the error
     function when GPT-2 was written and differs from it by less than 1e-3. Pretrained GPT-2
     weights expect this version. ``approximate="none"`` is the exact ``x * Phi(x)``.
+    ``fused=True`` computes the same formula with ``F.gelu`` (one kernel each way).
     """
 
-    def __init__(self, approximate: str = "tanh") -> None:
+    def __init__(self, approximate: str = "tanh", fused: bool = False) -> None:
         super().__init__()
         if approximate not in ("tanh", "none"):
             raise ValueError(f"approximate must be 'tanh' or 'none', got {approximate!r}")
         self.approximate = approximate
+        self.fused = fused
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return F.gelu(x, approximate=self.approximate)
         if self.approximate == "tanh":
             return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
         return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
@@ -237,7 +251,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.layers = nn.Sequential(
             nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim),
-            GELU(),
+            GELU(fused=cfg.fused_attention),
             nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),
         )
 
@@ -255,7 +269,7 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.norm1 = LayerNorm(cfg.emb_dim)
+        self.norm1 = LayerNorm(cfg.emb_dim, fused=cfg.fused_attention)
         self.att = MultiHeadAttention(
             d_in=cfg.emb_dim,
             d_out=cfg.emb_dim,
@@ -265,7 +279,7 @@ class TransformerBlock(nn.Module):
             qkv_bias=cfg.qkv_bias,
             fused=cfg.fused_attention,
         )
-        self.norm2 = LayerNorm(cfg.emb_dim)
+        self.norm2 = LayerNorm(cfg.emb_dim, fused=cfg.fused_attention)
         self.ff = FeedForward(cfg)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
@@ -304,7 +318,7 @@ class GPTModel(nn.Module):
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
         self.drop_emb = nn.Dropout(cfg.drop_rate)
         self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
-        self.final_norm = LayerNorm(cfg.emb_dim)
+        self.final_norm = LayerNorm(cfg.emb_dim, fused=cfg.fused_attention)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             # One matrix, two uses: embed token i, and score token i as the next token.
@@ -333,6 +347,20 @@ class GPTModel(nn.Module):
             nn.init.normal_(block.att.out_proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(block.ff.layers[2].weight, mean=0.0, std=residual_std)
 
+    def set_fused(self, fused: bool) -> GPTModel:
+        """Switch every layer between library kernels (True) and the explicit path (False).
+
+        The same as building the model with ``fused_attention=fused``: no parameter changes,
+        ``cfg`` is updated to match (so a saved checkpoint records it). Returns the model.
+        """
+        if not isinstance(fused, bool):
+            raise TypeError(f"fused must be a bool, got {fused!r}")
+        for module in self.modules():
+            if isinstance(module, (LayerNorm, GELU, MultiHeadAttention)):
+                module.fused = fused
+        self.cfg = replace(self.cfg, fused_attention=fused)
+        return self
+
     def new_kv_cache(self) -> KVCache:
         """An empty ``KVCache`` for this model: one layer per block, context_length long."""
         return KVCache(self.cfg.n_layers, self.cfg.context_length)
@@ -352,7 +380,12 @@ class GPTModel(nn.Module):
                 f"sequence length T={T} exceeds the context length {cfg.context_length}; "
                 f"crop the input to its last {cfg.context_length} tokens"
             )
-        if idx.numel() > 0:
+        if idx.numel() > 0 and idx.device.type == "cuda":
+            # int(...) below would make the host wait for the GPU on every step; this check
+            # runs on the device and fails the next synchronising call with the message.
+            ok = ((idx >= 0) & (idx < cfg.vocab_size)).all()
+            torch._assert_async(ok, f"a token id is outside [0, vocab_size={cfg.vocab_size})")
+        elif idx.numel() > 0:
             lo, hi = int(idx.min()), int(idx.max())
             if lo < 0 or hi >= cfg.vocab_size:
                 bad = lo if lo < 0 else hi

@@ -1,5 +1,6 @@
-"""Benchmark the from-scratch BPE: training time, speed-up over tiktoken's educational
-trainer, and encoding speed against ``tiktoken.Encoding``. A script, not a test:
+"""Benchmark the from-scratch BPE: training time, against Hugging Face ``tokenizers``' Rust
+trainer and tiktoken's educational trainer, and encoding speed against ``tiktoken.Encoding``.
+A script, not a test:
 
     .venv/bin/python tests/bench_bpe.py [--sample-chars 80000] [--sample-vocab 512]
 
@@ -12,10 +13,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import time
 from pathlib import Path
 
 from tiktoken._educational import bpe_train
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from shared import bpe
 from shared.bpe import ENDOFTEXT, GPT2_SPLIT_PATTERN, BPETokenizer
@@ -27,7 +30,21 @@ def timed(fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def main() -> None:
+def train_hf(text: str, vocab_size: int) -> Tokenizer:
+    """HF ``tokenizers``' byte-level BPE trainer (Rust, multi-threaded), GPT-2 style."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[ENDOFTEXT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(text.split(ENDOFTEXT), trainer=trainer)
+    return tok
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=bpe.DATA_DIR)
     parser.add_argument("--vocab-size", type=int, default=bpe.PROJECT_VOCAB_SIZE)
@@ -39,7 +56,9 @@ def main() -> None:
     )
     parser.add_argument("--sample-vocab", type=int, default=512)
     parser.add_argument("--skip-educational", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+    results: dict = {}
 
     files = {name: args.data_dir / name for name in bpe.PROJECT_TRAINING_FILES}
     for name in ("tiny_world/val.txt", "python_docs/val.txt"):
@@ -67,6 +86,17 @@ def main() -> None:
         f"   project recipe {bpe.PROJECT_TRAINING_FILES} ({len(project_text):,} chars), "
         f"vocab {args.vocab_size}: {seconds:.2f} s"
     )
+    hf, t_hf = timed(train_hf, project_text, args.vocab_size)
+    print(
+        f"   HF tokenizers' Rust BpeTrainer, same text and vocab ({hf.get_vocab_size():,}): "
+        f"{t_hf:.2f} s; ours takes {seconds / t_hf:.1f}x as long"
+    )
+    results["train"] = {
+        "chars": len(project_text),
+        "vocab": args.vocab_size,
+        "ours_s": seconds,
+        "hf_tokenizers_s": t_hf,
+    }
 
     if not args.skip_educational:
         print("2. against tiktoken._educational.bpe_train (same text, same vocab size)")
@@ -82,6 +112,7 @@ def main() -> None:
             f"   {len(sample):,} chars, vocab {args.sample_vocab}: ours {t_ours:.3f} s, "
             f"educational {t_theirs:.2f} s, speed-up {t_theirs / t_ours:.0f}x"
         )
+        results["educational"] = {"ours_s": t_ours, "educational_s": t_theirs}
         learned = {t for t in ours.ranks if len(t) > 1}
         print(
             f"   same merge at the same rank: {same} of {len(merges)}; same set of tokens: "
@@ -104,6 +135,15 @@ def main() -> None:
             f"     from scratch {n / t_cold:,.0f} tokens/s (cold cache), {n / t_warm:,.0f} "
             f"(warm); tiktoken {n / t_tt:,.0f} tokens/s = {t_warm / t_tt:.1f}x warm"
         )
+        results.setdefault("encode", {})[name] = {
+            "tokens": n,
+            "ours_cold": n / t_cold,
+            "ours_warm": n / t_warm,
+            "tiktoken": n / t_tt,
+        }
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return results
 
 
 if __name__ == "__main__":

@@ -215,6 +215,61 @@ def test_explicit_and_fused_attention_give_the_same_logits(qkv_bias):
         torch.testing.assert_close(fused(idx), explicit(idx), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_fused_path_gives_the_same_gradients_as_the_explicit_one(qkv_bias):
+    cfg = dataclasses.replace(SMALL, qkv_bias=qkv_bias)
+    fused = make_model(cfg).train()
+    explicit = make_model(dataclasses.replace(cfg, fused_attention=False)).train()
+    explicit.load_state_dict(fused.state_dict())
+    assert all(m.fused for m in (fused.final_norm, fused.trf_blocks[1].ff.layers[1]))
+    assert not any(m.fused for m in (explicit.final_norm, explicit.trf_blocks[1].ff.layers[1]))
+    idx = torch.randint(0, cfg.vocab_size, (3, cfg.context_length))
+    for model in (fused, explicit):
+        F.cross_entropy(model(idx).flatten(0, 1), idx.flatten()).backward()
+    for (name, a), b in zip(fused.named_parameters(), explicit.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_hooks_on_the_projections_still_fire_on_the_fused_path():
+    model = make_model()
+    idx = torch.randint(0, SMALL.vocab_size, (2, 5))
+    seen = []
+    att = model.trf_blocks[0].att
+    handle = att.W_key.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        hooked = model(idx)
+    handle.remove()
+    assert seen == [(2, 5, SMALL.emb_dim)]  # the hook saw its module run
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx), hooked, atol=1e-5, rtol=0)
+
+
+def test_set_fused_switches_every_layer_and_the_config():
+    model = make_model()
+    idx = torch.randint(0, SMALL.vocab_size, (2, 6))
+    with torch.no_grad():
+        before = model(idx)
+        assert model.set_fused(False) is model
+        assert not model.cfg.fused_attention
+        flags = [m.fused for m in model.modules() if hasattr(m, "fused")]
+        assert len(flags) == 1 + SMALL.n_layers * 4 and not any(flags)
+        torch.testing.assert_close(model(idx), before, atol=1e-5, rtol=0)
+    with pytest.raises(TypeError, match="bool"):
+        model.set_fused(1)
+
+
+def test_lean_reference_computes_the_same_function():
+    from lean_gpt import LeanGPT
+
+    for cfg in (SMALL, dataclasses.replace(SMALL, qkv_bias=True, tie_weights=True)):
+        model = make_model(cfg)
+        lean = LeanGPT.from_gpt(model)
+        idx = torch.randint(0, cfg.vocab_size, (3, cfg.context_length))
+        with torch.no_grad():
+            torch.testing.assert_close(lean(idx), model(idx), atol=1e-5, rtol=0)
+        assert count_parameters(lean) == count_parameters(model)
+
+
 def test_config_from_old_dict_and_flag_validation():
     old = {k: v for k, v in SMALL.to_dict().items() if k != "fused_attention"}
     assert GPTConfig.from_dict(old) == SMALL  # saved before the field existed: the default
