@@ -140,6 +140,9 @@ def make_optimizer(
     every 1-D parameter does not (biases, LayerNorm scale and shift). Decay pulls weights
     towards zero; on a LayerNorm scale, whose neutral value is 1, that would only hurt.
     ``betas=(0.9, 0.95)`` is the GPT-3 / nanoGPT choice for short, noisy runs.
+    On CPU and CUDA the update runs as PyTorch's fused kernel (``fused=True``: the same
+    AdamW arithmetic, a few times faster than its loop over parameters); elsewhere (MPS)
+    the default implementation.
     """
     _check_number(lr, "lr", minimum=0.0)
     _check_number(weight_decay, "weight_decay", minimum=0.0)
@@ -156,7 +159,8 @@ def make_optimizer(
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 
 
 def lr_at(

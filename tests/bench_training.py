@@ -9,7 +9,9 @@ AdamW) of three models with the same weights and optimizer, on the same batch:
   write out (hand-written LayerNorm and GELU, three projections, explicit attention);
 - ``fused``: ``GPTModel`` as it trains by default (``F.layer_norm``, ``F.gelu``, one
   matmul for q, k, v, ``F.scaled_dot_product_attention``), the same function;
-- ``lean``: ``tests/lean_gpt.py``, the short nanoGPT-style model, the reference.
+- ``lean``: ``tests/lean_gpt.py``, the short nanoGPT-style model, the reference, with
+  AdamW as nanoGPT sets it up (fused kernel on CUDA only; ``shared.training.make_optimizer``
+  uses the fused kernel on CPU too, part of the project's fast path).
 
 and prints tokens/s, the ratio to the lean reference, the achieved GFLOP/s and that as a
 fraction of this machine's fp32 matmul rate measured in the same run (a 2048 x 2048
@@ -76,10 +78,17 @@ class Stepper:
     def __init__(self, model: torch.nn.Module, inputs, targets, autocast: bool = False):
         self.model, self.inputs, self.targets = model, inputs, targets
         self.params = [p for p in model.parameters()]
+        self.device = device = inputs.device
         self.opt = make_optimizer(model, lr=1e-4)
+        if isinstance(model, LeanGPT):  # as nanoGPT: the same groups, fused AdamW on CUDA only
+            groups = [
+                {"params": g["params"], "weight_decay": g["weight_decay"]}
+                for g in self.opt.param_groups
+            ]
+            fused = True if device.type == "cuda" else None
+            self.opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), fused=fused)
         self.forward = model
         self.autocast = autocast
-        self.device = inputs.device
 
     def compile(self) -> Stepper:
         self.forward = torch.compile(self.model)
