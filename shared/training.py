@@ -160,7 +160,10 @@ def make_optimizer(
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+    except RuntimeError:  # torch < 2.4 has the fused kernel on CUDA only
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
 def lr_at(
