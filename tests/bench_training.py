@@ -77,7 +77,7 @@ class Stepper:
 
     def __init__(self, model: torch.nn.Module, inputs, targets, autocast: bool = False):
         self.model, self.inputs, self.targets = model, inputs, targets
-        self.params = [p for p in model.parameters()]
+        self.params = list(model.parameters())
         self.device = device = inputs.device
         self.opt = make_optimizer(model, lr=1e-4)
         if isinstance(model, LeanGPT):  # as nanoGPT: the same groups, fused AdamW on CUDA only
@@ -117,21 +117,21 @@ def measure(scale: str, batch_size: int, rounds: int, compile_too: bool, device:
     inputs, targets = x[:, :-1], x[:, 1:]
     base = GPTModel(cfg).to(device)
     autocast = device == "cuda"
-    models = {
-        "explicit": GPTModel(cfg).to(device).set_fused(False),
-        "fused": GPTModel(cfg).to(device),
-        "lean": LeanGPT.from_gpt(base).to(device),
+
+    def build(name: str) -> torch.nn.Module:
+        """A fresh copy of ``base`` on the path ``name`` (explicit, fused or lean)."""
+        if name == "lean":
+            return LeanGPT.from_gpt(base).to(device)
+        model = GPTModel(cfg).to(device)
+        model.load_state_dict(base.state_dict())
+        return model.set_fused(name == "fused")
+
+    steppers = {
+        n: Stepper(build(n), inputs, targets, autocast) for n in ("explicit", "fused", "lean")
     }
-    for name in ("explicit", "fused"):
-        models[name].load_state_dict(base.state_dict())
-    steppers = {name: Stepper(m, inputs, targets, autocast) for name, m in models.items()}
     if compile_too:
         for name in ("fused", "lean"):
-            twin = GPTModel(cfg).to(device) if name == "fused" else LeanGPT.from_gpt(base)
-            if name == "fused":
-                twin.load_state_dict(base.state_dict())
-            steppers[f"{name}+compile"] = Stepper(twin.to(device), inputs, targets, autocast)
-            steppers[f"{name}+compile"].compile()
+            steppers[f"{name}+compile"] = Stepper(build(name), inputs, targets, autocast).compile()
     for stepper in steppers.values():  # warm-up: allocations, optimizer state, compilation
         stepper.step()
         stepper.step()
