@@ -13,7 +13,7 @@ TORCH_PIP_ARGS ?= torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) \
 	$(sort $(wildcard notebooks/solutions/[0-9][0-9]_*_solutions.ipynb))
 PYTEST_ARGS ?=
-LINT_PATHS := shared tests $(wildcard data/*.py) $(NOTEBOOKS)
+LINT_PATHS := shared tests data/scripts bench $(NOTEBOOKS)
 
 .PHONY: help setup run notebooks test unit nbval test-browser lint format lab data pretrain sft rm dpo ppo judge bench clean
 
@@ -30,7 +30,7 @@ help:
 	@echo "make dpo    - DPO from the SFT model, loss variants, beta sweep, round 2 (data/checkpoints/dpo.pt)"
 	@echo "make ppo    - PPO from the SFT model against the reward model, best-of-n (data/checkpoints/ppo.pt)"
 	@echo "make judge  - the chapter 12 judge: SFT model, context 1024, judge data (data/checkpoints/judge.pt)"
-	@echo "make lint   - ruff on the package, the tests and the notebooks"
+	@echo "make lint   - ruff on the package, the tests, the scripts, the benchmarks and the notebooks"
 	@echo "make clean  - remove the environment and caches"
 
 setup: $(STAMP)
@@ -48,12 +48,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 run notebooks: $(STAMP)
-	$(BIN)/python tests/run_notebooks.py $(NB)
-	$(BIN)/python tests/readme_table.py --write
+	$(BIN)/python tests/tools/run_notebooks.py $(NB)
+	$(BIN)/python tests/tools/readme_table.py --write
 
 # Each step timed (install, lint, unit tests, nbval, browser), the split printed at the end.
 test:
-	@MAKE="$(MAKE)" $(PYTHON) tests/timed_make.py setup lint unit nbval test-browser
+	@MAKE="$(MAKE)" $(PYTHON) tests/tools/timed_make.py setup lint unit nbval test-browser
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
@@ -82,33 +82,33 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
 
 data: $(STAMP)
-	$(BIN)/python data/make_data.py
+	$(BIN)/python data/scripts/make_data.py
 
 # One table of every speed figure (about 6 minutes), written to bench/RESULTS.md.
 bench: $(STAMP)
-	$(BIN)/python tests/bench_all.py
+	$(BIN)/python bench/bench_all.py
 
 pretrain: $(STAMP)
-	$(BIN)/python data/pretrain.py --scale small
+	$(BIN)/python data/scripts/pretrain.py --scale small
 
 # Resumes by itself after an interruption (training state in data/cache/).
 sft: $(STAMP)
-	$(BIN)/python data/sft.py
+	$(BIN)/python data/scripts/sft.py
 
 rm: $(STAMP)
-	$(BIN)/python data/rm.py
+	$(BIN)/python data/scripts/rm.py
 
 # Resumes by itself after an interruption (finished runs and training state in data/cache/).
 dpo: $(STAMP)
-	$(BIN)/python data/dpo.py
+	$(BIN)/python data/scripts/dpo.py
 
 # Resumes by itself after an interruption (trainer state in data/cache/).
 ppo: $(STAMP)
-	$(BIN)/python data/ppo.py
+	$(BIN)/python data/scripts/ppo.py
 
 # Resumes by itself after an interruption (training state in data/cache/judge_*).
 judge: $(STAMP)
-	$(BIN)/python data/judge.py
+	$(BIN)/python data/scripts/judge.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache notebooks/.ipynb_checkpoints

@@ -46,8 +46,9 @@ from torch import Tensor, nn
 
 from shared import gold
 from shared.decoding import generate
-from shared.policy import kl_to_reference
-from shared.sft import exact_match, format_prompt, format_response
+from shared.policy import kl_to_reference, pad_right
+from shared.prompts import format_prompt, format_response
+from shared.sft import exact_match
 
 __all__ = [
     "best_of_n",
@@ -141,8 +142,6 @@ def reward_scores(
     the right (its end-of-text kept), which only happens to responses far longer than any
     the policies write.
     """
-    from shared.reward_model import pad_right
-
     if len(entries) != len(responses):
         raise ValueError(f"{len(entries)} entries but {len(responses)} responses")
     C = reward_model.cfg.context_length

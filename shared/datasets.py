@@ -18,16 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from shared.bpe import ENDOFTEXT, BPETokenizer
-
-
-def _positive_int(value: object, name: str, minimum: int = 1) -> int:
-    """An int (numpy ints too; not bools, floats or None) that is at least ``minimum``."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    value = operator.index(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return value
+from shared.checks import check_int
 
 
 class SlidingWindowDataset(Dataset):
@@ -38,8 +29,8 @@ class SlidingWindowDataset(Dataset):
     def __init__(
         self, token_ids: Sequence[int] | torch.Tensor, context_length: int, stride: int
     ) -> None:
-        self.context_length = _positive_int(context_length, "context_length")
-        self.stride = _positive_int(stride, "stride")
+        self.context_length = check_int(context_length, "context_length", 1)
+        self.stride = check_int(stride, "stride", 1)
         if isinstance(token_ids, (str, bytes)):
             raise TypeError(
                 f"token_ids must be a sequence of token ids, got a {type(token_ids).__name__}; "
@@ -95,13 +86,13 @@ def make_dataloader(
     makes it reproducible); the same seed always gives the same batches.
     """
     dataset = SlidingWindowDataset(token_ids, context_length, stride)
-    batch_size = _positive_int(batch_size, "batch_size")
-    num_workers = _positive_int(num_workers, "num_workers", minimum=0)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    num_workers = check_int(num_workers, "num_workers", 0)
     for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
     if seed is not None:
-        seed = _positive_int(seed, "seed", minimum=0)
+        seed = check_int(seed, "seed", 0)
     if drop_last and len(dataset) < batch_size:
         raise ValueError(
             f"only {len(dataset)} windows but batch_size={batch_size} with drop_last=True "

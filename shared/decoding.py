@@ -14,7 +14,6 @@ Masked logits are ``-inf``, so ``softmax`` gives those tokens probability exactl
 
 from __future__ import annotations
 
-import math
 import numbers
 import operator
 
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 
 from shared.attention import KVCache
 from shared.bpe import BPETokenizer, check_tokenizer
+from shared.checks import check_int, check_number
 
 __all__ = [
     "apply_temperature",
@@ -36,14 +36,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _check_temperature(temperature: float) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a number, got {temperature!r}")
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    return float(temperature)
 
 
 def _check_top_k(k: int) -> int:
@@ -104,7 +96,7 @@ def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
     of each row unchanged and every other entry ``-inf`` (greedy decoding). Negative
     temperatures would reverse the order of preference and are a ValueError.
     """
-    t = _check_temperature(temperature)
+    t = check_number(temperature, "temperature", 0.0)
     _check_logits(logits)
     if t == 0.0:
         top = logits.max(dim=-1, keepdim=True).values
@@ -167,7 +159,7 @@ def sample_next(
     remove the argmax, so ``top_k`` and ``top_p`` do not change it. Pass a seeded
     ``torch.Generator`` to make draws reproducible without touching the global seed.
     """
-    temperature = _check_temperature(temperature)
+    temperature = check_number(temperature, "temperature", 0.0)
     if top_k is not None:
         _check_top_k(top_k)
     if top_p is not None:
@@ -191,6 +183,60 @@ def sample_next(
 
 
 @torch.no_grad()
+def _check_generate_arguments(
+    model, idx, max_new_tokens, temperature, top_k, top_p, eos_id, use_cache, generator
+) -> tuple:
+    """``generate``'s checks, all before any work; returns ``(cfg, idx as int64 or int32,
+    max_new_tokens, eos_id)``."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        raise TypeError("generate needs a GPTModel-like model with a .cfg (context, vocab)")
+    if not isinstance(idx, Tensor):
+        raise TypeError(
+            f"idx (the prompt ids) must be a torch.Tensor of shape (batch, T), got a "
+            f"{type(idx).__name__}; for one prompt use torch.tensor([ids])"
+        )
+    if idx.dim() != 2:
+        raise ValueError(
+            f"expected prompt ids idx of shape (batch, T), got {tuple(idx.shape)}; for one "
+            "prompt use torch.tensor([ids])"
+        )
+    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+        raise TypeError(f"prompt ids idx must be an integer tensor, got {idx.dtype}")
+    if idx.dtype not in (torch.int64, torch.int32):
+        idx = idx.long()  # uint8, int16, uint16, ...: fine as ids, but not for embedding
+    if idx.shape[1] == 0:
+        raise ValueError(
+            "the prompt is empty: give at least one token (e.g. the <|endoftext|> id to "
+            "start a new document)"
+        )
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= cfg.vocab_size:
+        raise ValueError(
+            f"prompt token id {lo if lo < 0 else hi} is outside the model's vocabulary "
+            f"[0, {cfg.vocab_size}); was it encoded with a different tokenizer?"
+        )
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 0)
+    if eos_id is not None:
+        if isinstance(eos_id, bool) or not hasattr(eos_id, "__index__"):
+            raise TypeError(f"eos_id must be a token id (an int) or None, got {eos_id!r}")
+        eos_id = operator.index(eos_id)
+        if not 0 <= eos_id < cfg.vocab_size:
+            raise ValueError(f"eos_id {eos_id} is outside the vocabulary [0, {cfg.vocab_size})")
+    if not isinstance(use_cache, bool):
+        raise TypeError(f"use_cache must be True or False, got {use_cache!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
+    # Check the sampling settings once, before any work.
+    check_number(temperature, "temperature", 0.0)
+    if top_k is not None:
+        _check_top_k(top_k)
+    if top_p is not None:
+        _check_top_p(top_p)
+
+    return cfg, idx, max_new_tokens, eos_id
+
+
 def generate(
     model: nn.Module,
     idx: Tensor,
@@ -223,56 +269,9 @@ def generate(
     The model runs in eval mode (no dropout); its previous mode is restored afterwards.
     Returns ``(b, T + n_new)`` ids, ``n_new <= max_new_tokens``.
     """
-    cfg = getattr(model, "cfg", None)
-    if cfg is None:
-        raise TypeError("generate needs a GPTModel-like model with a .cfg (context, vocab)")
-    if not isinstance(idx, Tensor):
-        raise TypeError(
-            f"idx (the prompt ids) must be a torch.Tensor of shape (batch, T), got a "
-            f"{type(idx).__name__}; for one prompt use torch.tensor([ids])"
-        )
-    if idx.dim() != 2:
-        raise ValueError(
-            f"expected prompt ids idx of shape (batch, T), got {tuple(idx.shape)}; for one "
-            "prompt use torch.tensor([ids])"
-        )
-    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-        raise TypeError(f"prompt ids idx must be an integer tensor, got {idx.dtype}")
-    if idx.dtype not in (torch.int64, torch.int32):
-        idx = idx.long()  # uint8, int16, uint16, ...: fine as ids, but not for embedding
-    if idx.shape[1] == 0:
-        raise ValueError(
-            "the prompt is empty: give at least one token (e.g. the <|endoftext|> id to "
-            "start a new document)"
-        )
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= cfg.vocab_size:
-        raise ValueError(
-            f"prompt token id {lo if lo < 0 else hi} is outside the model's vocabulary "
-            f"[0, {cfg.vocab_size}); was it encoded with a different tokenizer?"
-        )
-    if isinstance(max_new_tokens, bool) or not hasattr(max_new_tokens, "__index__"):
-        raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
-    max_new_tokens = operator.index(max_new_tokens)
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if eos_id is not None:
-        if isinstance(eos_id, bool) or not hasattr(eos_id, "__index__"):
-            raise TypeError(f"eos_id must be a token id (an int) or None, got {eos_id!r}")
-        eos_id = operator.index(eos_id)
-        if not 0 <= eos_id < cfg.vocab_size:
-            raise ValueError(f"eos_id {eos_id} is outside the vocabulary [0, {cfg.vocab_size})")
-    if not isinstance(use_cache, bool):
-        raise TypeError(f"use_cache must be True or False, got {use_cache!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
-    # Check the sampling settings once, before any work.
-    _check_temperature(temperature)
-    if top_k is not None:
-        _check_top_k(top_k)
-    if top_p is not None:
-        _check_top_p(top_p)
-
+    cfg, idx, max_new_tokens, eos_id = _check_generate_arguments(
+        model, idx, max_new_tokens, temperature, top_k, top_p, eos_id, use_cache, generator
+    )
     C = cfg.context_length
     cache = KVCache(cfg.n_layers, C) if use_cache else None
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)

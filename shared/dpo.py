@@ -57,22 +57,24 @@ from the preference data); the reference log-probs are computed once before trai
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
-import numbers
 import os
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from shared.policy import SequenceBatch, _check_ids, pad_pairs, sequence_logprobs
-from shared.policy import _check_positive_int as _check_int
+from shared.checks import check_fields, check_int, check_number, check_token_ids
+from shared.policy import SequenceBatch, logprobs_from_logits, pad_pairs, sequence_logprobs
+from shared.prompts import format_response
+from shared.train_state import data_digest, load_state, save_state
+from shared.training import lr_at, make_optimizer
 
 __all__ = [
+    "DPOConfig",
     "LOSS_TYPES",
     "REFERENCE_FREE",
     "dpo_loss",
@@ -95,17 +97,6 @@ def _check_loss_type(loss_type: str) -> str:
     return loss_type
 
 
-def _check_positive(value: object, name: str, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(
-            f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value}"
-        )
-    return value
-
-
 def _check_pairs(pairs: Sequence, context_length: int | None = None) -> list[Pair]:
     if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence) or len(pairs) == 0:
         raise ValueError("pairs must be a non-empty list of (prompt, chosen, rejected) id lists")
@@ -114,7 +105,7 @@ def _check_pairs(pairs: Sequence, context_length: int | None = None) -> list[Pai
         if not isinstance(pair, (tuple, list)) or len(pair) != 3:
             raise ValueError(f"pairs[{i}] must be a (prompt_ids, chosen_ids, rejected_ids) triple")
         prompt, chosen, rejected = (
-            _check_ids(ids, f"pairs[{i}] {side}")
+            check_token_ids(ids, f"pairs[{i}] {side}")
             for ids, side in zip(pair, ("prompt", "chosen", "rejected"))
         )
         for side, ids in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
@@ -139,16 +130,14 @@ def encode_preference_pairs(
     """``(prompt_ids, chosen_ids, rejected_ids)`` for preference pairs with text fields.
 
     Each pair has ``prompt`` (the formatted prompt text), ``chosen`` and ``rejected``. A
-    response is encoded exactly as supervised fine-tuning saw it: ``shared.sft.
-    format_response(text)`` (the response after one space, the project tokenizer's words
+    response is encoded exactly as supervised fine-tuning saw it:
+    ``shared.prompts.format_response(text)`` (the response after one space, the project tokenizer's words
     all start with one) followed by end-of-text, so the policy is also judged on stopping,
     and ``prompt_ids + chosen_ids`` are the ids SFT trained on for that answer. A pair with
     a missing field or an empty prompt, with the same chosen and rejected text (nothing to
     prefer),
     or that does not fit in ``context_length`` tokens is an error that names it.
     """
-    from shared.sft import format_response
-
     if isinstance(pairs, (str, bytes, dict)) or not isinstance(pairs, Sequence):
         raise TypeError(f"pairs must be a list of dicts, got {type(pairs).__name__}")
     out = []
@@ -211,8 +200,6 @@ def _shared_prompt_logprobs(model: nn.Module, pairs: Sequence[Pair], pad_id: int
     """Summed response log-probs of ``[chosen rows; rejected rows]`` for pairs whose prompts
     all have the same length: the prompt runs once into a KV cache, both responses continue
     it (the prompt is most of every sequence here, so this nearly halves the work)."""
-    from shared.policy import logprobs_from_logits
-
     device = next(model.parameters()).device
     prompts = torch.tensor([p for p, _, _ in pairs], device=device)  # (b, Lp)
     cache = model.new_kv_cache()
@@ -248,7 +235,7 @@ def reference_logprobs(
     afterwards. Any model works here, not only the reference: it is also how a trained
     policy's log-probs of held-out pairs are measured.
     """
-    batch_size = _check_int(batch_size, "batch_size")
+    batch_size = check_int(batch_size, "batch_size", 1)
     pairs = _check_pairs(pairs, ref_model.cfg.context_length)
     was_training = ref_model.training
     ref_model.eval()
@@ -302,7 +289,7 @@ def dpo_loss(
     pairs the implicit reward already ranks correctly get a small weight.
     """
     loss_type = _check_loss_type(loss_type)
-    beta = _check_positive(beta, "beta")
+    beta = check_number(beta, "beta", 0, exclusive=True)
     if chosen_logps.shape != rejected_logps.shape or chosen_logps.dim() != 1:
         raise ValueError(
             f"chosen_logps {tuple(chosen_logps.shape)} and rejected_logps "
@@ -341,7 +328,7 @@ def dpo_loss(
         elif loss_type == "ipo":
             losses = (h - 1.0 / (2.0 * beta)) ** 2
         else:  # rdpo
-            alpha = _check_positive(rdpo_alpha, "rdpo_alpha", allow_zero=True)
+            alpha = check_number(rdpo_alpha, "rdpo_alpha", 0)
             length_gap = (chosen_lengths - rejected_lengths).to(h)
             losses = -F.logsigmoid(beta * h - alpha * length_gap)
     else:
@@ -349,7 +336,7 @@ def dpo_loss(
         rejected_avg = rejected_logps / rejected_lengths.to(rejected_logps)
         chosen_reward, rejected_reward = beta * chosen_avg, beta * rejected_avg
         if loss_type == "simpo":
-            gamma = _check_positive(simpo_gamma, "simpo_gamma", allow_zero=True)
+            gamma = check_number(simpo_gamma, "simpo_gamma", 0)
             losses = -F.logsigmoid(beta * (chosen_avg - rejected_avg) - gamma)
         else:  # orpo: log odds(y) = log p − log(1 − p), p = exp(ℓ̄); expm1 keeps it exact
             log_odds = (chosen_avg - torch.log(-torch.expm1(chosen_avg))) - (
@@ -385,48 +372,97 @@ def _batch_rows(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     return order[k * batch_size : (k + 1) * batch_size].tolist()
 
 
-def _state_key(settings: dict, pairs: Sequence[Pair], ref: tuple | None) -> str:
-    """A digest of everything a resumed run must share with the run that saved the state."""
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    h.update(repr(list(pairs)).encode())
-    if ref is not None:
-        for t in ref:
-            h.update(t.numpy().tobytes())
-    return h.hexdigest()
+@dataclass(frozen=True)
+class DPOConfig:
+    """Hyperparameters of ``train_dpo`` (the names of TRL's ``DPOConfig`` where it has them).
+
+    - ``steps``, ``batch_size`` (pairs per step), ``lr`` (AdamW; linear warmup over
+      ``warmup_steps``, then constant), ``weight_decay``, ``max_grad_norm`` (clipping).
+    - ``beta`` (β): the strength of the KL constraint, i.e. how far the implicit reward
+      ``β log π/π_ref`` may pull the policy from the reference.
+    - ``loss_type``: one of ``LOSS_TYPES`` (``dpo_loss``); ``simpo_gamma`` and
+      ``rdpo_alpha`` are the target margin of SimPO and the length weight of R-DPO.
+    - ``pad_id``: the id that pads a batch (masked out everywhere).
+    - ``seed``: the order of the pairs; ``log_every``: steps averaged per history row;
+      ``checkpoint_every``: steps between saved states.
+    """
+
+    steps: int
+    lr: float = 5e-6
+    beta: float = 0.1
+    loss_type: str = "dpo"
+    batch_size: int = 8
+    seed: int = 0
+    log_every: int = 10
+    pad_id: int = 0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    simpo_gamma: float = 0.5
+    rdpo_alpha: float = 0.1
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        _check_loss_type(self.loss_type)
+        ints = dict(steps=1, batch_size=1, seed=0, log_every=1, pad_id=0, warmup_steps=0,
+                    checkpoint_every=1)  # fmt: skip
+        numbers = {
+            "lr": (0.0, None, False),
+            "beta": (0.0, None, True),
+            "max_grad_norm": (0.0, None, True),
+            "weight_decay": (0.0, None, False),
+            "simpo_gamma": (0.0, None, False),
+            "rdpo_alpha": (0.0, None, False),
+        }
+        check_fields(self, ints, numbers)
+
+
+def _reference_tensors(ref_logps, n_pairs: int, loss_type: str) -> tuple[Tensor, Tensor] | None:
+    """The reference log-probs as two float32 CPU tensors of shape ``(n_pairs,)``, checked."""
+    if loss_type in REFERENCE_FREE:
+        return None
+    if ref_logps is None:
+        raise ValueError(
+            f"ref_logps is needed for loss_type={loss_type!r}: pass "
+            "reference_logprobs(reference, pairs)"
+        )
+    if not isinstance(ref_logps, (tuple, list)) or len(ref_logps) != 2:
+        raise ValueError("ref_logps must be the (chosen, rejected) pair of reference_logprobs")
+    chosen, rejected = (torch.as_tensor(t, dtype=torch.float32).cpu() for t in ref_logps)
+    if chosen.shape != (n_pairs,) or rejected.shape != (n_pairs,):
+        raise ValueError(
+            f"ref_logps has shapes {tuple(chosen.shape)} and {tuple(rejected.shape)}"
+            f" but there are {n_pairs} pairs: was it computed on other pairs?"
+        )
+    bad = (~torch.isfinite(chosen) | ~torch.isfinite(rejected)).nonzero().flatten()
+    if len(bad):
+        raise FloatingPointError(
+            f"ref_logps are not finite for {len(bad)} pairs (first: pairs[{bad[0].item()}]):"
+            " is the reference model broken?"
+        )
+    return chosen, rejected
 
 
 def train_dpo(
     policy: nn.Module,
     pairs: Sequence[Pair],
     ref_logps: tuple[Tensor, Tensor] | None,
-    steps: int,
-    lr: float = 5e-6,
-    beta: float = 0.1,
-    loss_type: str = "dpo",
-    batch_size: int = 8,
-    seed: int = 0,
-    progress: bool = True,
-    log_every: int = 10,
+    config: DPOConfig,
     *,
-    pad_id: int = 0,
-    warmup_steps: int = 0,
-    max_grad_norm: float = 1.0,
-    weight_decay: float = 0.0,
-    simpo_gamma: float = 0.5,
-    rdpo_alpha: float = 0.1,
+    progress: bool = True,
     checkpoint_path: str | os.PathLike | None = None,
-    checkpoint_every: int = 50,
 ) -> list[dict[str, float]]:
     """Train ``policy`` on preference pairs with ``dpo_loss``; return the history.
 
     ``ref_logps`` is ``reference_logprobs(reference, pairs)`` (``None`` is allowed for the
-    reference-free ``simpo`` and ``orpo``). Each step takes ``batch_size`` pairs (a
-    permutation per epoch, fixed by ``seed``), runs chosen and rejected through the policy
-    in one pass, and takes an AdamW step (``shared.training.make_optimizer``; linear warmup
-    over ``warmup_steps``, then constant ``lr``) with gradients clipped to
-    ``max_grad_norm``. The policy runs in eval mode, i.e. without dropout (TRL's
-    ``disable_dropout``): dropout would make the policy and the reference disagree even
-    before training. Same seed and same starting weights give the same history.
+    reference-free ``simpo`` and ``orpo``); ``config`` is a ``DPOConfig``. Each step takes
+    ``batch_size`` pairs (a permutation per epoch, fixed by ``seed``), runs chosen and
+    rejected through the policy in one pass, and takes an AdamW step
+    (``shared.training.make_optimizer``; linear warmup over ``warmup_steps``, then constant
+    ``lr``) with gradients clipped to ``max_grad_norm``. The policy runs in eval mode, i.e.
+    without dropout (TRL's ``disable_dropout``): dropout would make the policy and the
+    reference disagree even before training. Same seed and same starting weights give the
+    same history.
 
     The history has one dict per ``log_every`` steps (and the last step): ``step``,
     ``lr``, ``grad_norm`` and the metrics of ``dpo_loss``, averaged over those steps.
@@ -434,89 +470,38 @@ def train_dpo(
     A loss or a gradient norm that is not finite stops training with a
     ``FloatingPointError`` that says at which step, before the optimizer step that would
     spread it into the weights. With ``checkpoint_path``, the state (weights, optimizer,
-    step, history) is written there atomically every ``checkpoint_every`` steps, and a run
-    started again with the same arguments continues from it (the same history as an
-    uninterrupted run); a state saved by a run with other settings or other pairs is an
-    error that names the file. The caller deletes the file once the result is safe.
+    step, history) is saved there every ``checkpoint_every`` steps (``shared.train_state``),
+    and a run started again with the same config, pairs and reference continues from it
+    (the same history as an uninterrupted run); a state saved by a run with other settings
+    is an error that names the file. The caller deletes the file once the result is safe.
     """
-    from tqdm.auto import tqdm
-
-    from shared.files import atomic_open
-    from shared.training import lr_at, make_optimizer
-
-    loss_type = _check_loss_type(loss_type)
-    beta = _check_positive(beta, "beta")
-    lr = _check_positive(lr, "lr", allow_zero=True)
-    steps = _check_int(steps, "steps")
-    batch_size = _check_int(batch_size, "batch_size")
-    log_every = _check_int(log_every, "log_every")
-    checkpoint_every = _check_int(checkpoint_every, "checkpoint_every")
-    warmup_steps = _check_int(warmup_steps, "warmup_steps", minimum=0)
-    seed = _check_int(seed, "seed", minimum=0)
-    max_grad_norm = _check_positive(max_grad_norm, "max_grad_norm")
+    if not isinstance(config, DPOConfig):
+        raise TypeError(f"config must be a DPOConfig, got {type(config).__name__}")
+    steps, batch_size, loss_type = config.steps, config.batch_size, config.loss_type
     pairs = _check_pairs(pairs, policy.cfg.context_length)
     if len(pairs) < batch_size:
         raise ValueError(f"{len(pairs)} pairs is fewer than one batch of batch_size={batch_size}")
-    ref_chosen = ref_rejected = None
-    if loss_type not in REFERENCE_FREE:
-        if ref_logps is None:
-            raise ValueError(
-                f"ref_logps is needed for loss_type={loss_type!r}: pass "
-                "reference_logprobs(reference, pairs)"
-            )
-        if not isinstance(ref_logps, (tuple, list)) or len(ref_logps) != 2:
-            raise ValueError("ref_logps must be the (chosen, rejected) pair of reference_logprobs")
-        ref_chosen, ref_rejected = (
-            torch.as_tensor(t, dtype=torch.float32).cpu() for t in ref_logps
-        )
-        if ref_chosen.shape != (len(pairs),) or ref_rejected.shape != (len(pairs),):
-            raise ValueError(
-                f"ref_logps has shapes {tuple(ref_chosen.shape)} and {tuple(ref_rejected.shape)}"
-                f" but there are {len(pairs)} pairs: was it computed on other pairs?"
-            )
-        bad = (~torch.isfinite(ref_chosen) | ~torch.isfinite(ref_rejected)).nonzero().flatten()
-        if len(bad):
-            raise FloatingPointError(
-                f"ref_logps are not finite for {len(bad)} pairs (first: pairs[{bad[0].item()}]):"
-                " is the reference model broken?"
-            )
-    for name, value in (("simpo_gamma", simpo_gamma), ("rdpo_alpha", rdpo_alpha)):
-        _check_positive(value, name, allow_zero=True)
+    ref = _reference_tensors(ref_logps, len(pairs), loss_type)
 
-    optimizer = make_optimizer(policy, lr=lr, weight_decay=weight_decay)
+    optimizer = make_optimizer(policy, lr=config.lr, weight_decay=config.weight_decay)
     schedule = functools.partial(
-        lr_at, max_lr=lr, warmup_steps=min(warmup_steps, steps), total_steps=steps, min_lr=lr
-    )
+        lr_at, max_lr=config.lr, warmup_steps=min(config.warmup_steps, steps),
+        total_steps=steps, min_lr=config.lr,
+    )  # fmt: skip
     history: list[dict[str, float]] = []
     window: list[dict[str, float]] = []
     first = 0
-    key = None
-    if checkpoint_path is not None:
-        checkpoint_path = Path(checkpoint_path)
-        settings = dict(
-            steps=steps, lr=lr, beta=beta, loss_type=loss_type, batch_size=batch_size,
-            seed=seed, log_every=log_every, pad_id=pad_id, warmup_steps=warmup_steps,
-            max_grad_norm=max_grad_norm, weight_decay=weight_decay,
-            simpo_gamma=float(simpo_gamma), rdpo_alpha=float(rdpo_alpha),
-        )  # fmt: skip
-        ref = None if ref_chosen is None else (ref_chosen, ref_rejected)
-        key = _state_key(settings, pairs, ref)
-        if checkpoint_path.is_file():
-            try:
-                state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-            except Exception as exc:
-                raise ValueError(
-                    f"cannot read the training state {checkpoint_path} ({exc}): delete it to "
-                    "start over"
-                ) from exc
-            if state.get("key") != key:
-                raise ValueError(
-                    f"the training state {checkpoint_path} was saved by a run with other "
-                    "settings or other pairs: delete it or choose another checkpoint_path"
-                )
-            policy.load_state_dict(state["policy"])
-            optimizer.load_state_dict(state["optimizer"])
-            first, history, window = state["step"], state["history"], state["window"]
+    settings = {
+        **asdict(config),
+        "pairs": data_digest(pairs),
+        "reference": data_digest(*(ref or ())),
+    }
+    settings.pop("checkpoint_every")  # where the run saves does not change what it computes
+    state = None if checkpoint_path is None else load_state(checkpoint_path, settings)
+    if state is not None:
+        policy.load_state_dict(state["policy"])
+        optimizer.load_state_dict(state["optimizer"])
+        first, history, window = state["step"], state["history"], state["window"]
     device = next(policy.parameters()).device
     params = [p for p in policy.parameters() if p.requires_grad]
     was_training = policy.training
@@ -529,21 +514,20 @@ def train_dpo(
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = schedule(step)
-            rows = _batch_rows(len(pairs), batch_size, seed, step)
-            chosen, rejected, c_len, r_len = pair_logprobs(policy, [pairs[i] for i in rows], pad_id)
-            refs = (None, None)
-            if ref_chosen is not None:
-                refs = (ref_chosen[rows].to(device), ref_rejected[rows].to(device))
+            rows = _batch_rows(len(pairs), batch_size, config.seed, step)
+            batch = [pairs[i] for i in rows]
+            chosen, rejected, c_len, r_len = pair_logprobs(policy, batch, config.pad_id)
+            refs = (None, None) if ref is None else tuple(t[rows].to(device) for t in ref)
             loss, metrics = dpo_loss(
                 chosen,
                 rejected,
                 *refs,
                 c_len,
                 r_len,
-                beta=beta,
+                beta=config.beta,
                 loss_type=loss_type,
-                simpo_gamma=simpo_gamma,
-                rdpo_alpha=rdpo_alpha,
+                simpo_gamma=config.simpo_gamma,
+                rdpo_alpha=config.rdpo_alpha,
             )
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(
@@ -552,7 +536,7 @@ def train_dpo(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm).item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm).item()
             if not math.isfinite(grad_norm):
                 raise FloatingPointError(
                     f"the gradient norm is {grad_norm} at step {step}: training stopped "
@@ -563,7 +547,7 @@ def train_dpo(
             metrics["lr"] = schedule(step)
             window.append(metrics)
             done = step + 1
-            if done % log_every == 0 or done == steps:
+            if done % config.log_every == 0 or done == steps:
                 row = {"step": done}
                 row.update({k: sum(m[k] for m in window) / len(window) for k in window[0]})
                 history.append(row)
@@ -571,17 +555,12 @@ def train_dpo(
                 bar.set_postfix(
                     loss=f"{row['loss']:.3f}", margin=f"{row['rewards/margins']:.2f}", refresh=False
                 )
-            if checkpoint_path is not None and (done % checkpoint_every == 0 or done == steps):
-                state = {
-                    "key": key,
-                    "step": done,
-                    "policy": policy.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "history": history,
-                    "window": window,
-                }
-                with atomic_open(checkpoint_path) as f:
-                    torch.save(state, f)
+            if checkpoint_path is not None and (
+                done % config.checkpoint_every == 0 or done == steps
+            ):
+                state = dict(step=done, policy=policy.state_dict(),
+                             optimizer=optimizer.state_dict(), history=history, window=window)  # fmt: skip
+                save_state(checkpoint_path, settings, state)
     finally:
         bar.close()
         policy.train(was_training)

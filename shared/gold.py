@@ -38,6 +38,8 @@ from shared.tiny_world import ANIMALS, COLOURS, OBJECT_KINDS, World, make_world,
 
 __all__ = [
     "Verdict",
+    "answer_vocabulary",
+    "answers_in",
     "assess",
     "compare",
     "gold_reward",
@@ -69,7 +71,7 @@ def _default_world(seed: int = 0) -> World:
     return make_world(seed=seed)
 
 
-def _vocabulary(kind: str, world: World, entry: dict) -> list[str] | None:
+def answer_vocabulary(kind: str, world: World, entry: dict) -> list[str] | None:
     """The answers a response to ``kind`` could give (None: numbers, handled apart)."""
     if kind == "town":
         return list(world.towns)
@@ -108,7 +110,7 @@ def _mention_spans(text: str, vocabulary: list[str] | None) -> list[tuple[str, s
     return [(m.group().lower(), m.group()) for m in re.finditer(pattern, text, re.I)]
 
 
-def _mentions(text: str, vocabulary: list[str] | None) -> list[str]:
+def answers_in(text: str, vocabulary: list[str] | None) -> list[str]:
     """Answers of the kind's type mentioned in ``text``, in order (numbers as digit strings)."""
     return [normal for normal, _ in _mention_spans(text, vocabulary)]
 
@@ -121,19 +123,19 @@ def mentions(entry: dict, response: str, world: World | None = None) -> list[str
     if kind == "passive":
         return []
     world = world or _default_world()
-    vocabulary = _vocabulary(kind, world, entry)
+    vocabulary = answer_vocabulary(kind, world, entry)
     spans = _mention_spans(response, vocabulary)
     if kind == "older":
         return [surface for _, surface in spans]
     target = normal_answer(entry, entry["answer"], world)
-    asked = set(_mentions(f"{entry['instruction']} {entry['input']}", vocabulary))
+    asked = set(answers_in(f"{entry['instruction']} {entry['input']}", vocabulary))
     return [surface for normal, surface in spans if normal not in asked or normal == target]
 
 
 def normal_answer(entry: dict, answer: str, world: World | None = None) -> str:
     """``answer`` in the normal form the gold rule compares (lower case; numbers as digits)."""
-    vocabulary = _vocabulary(entry["kind"], world or _default_world(), entry)
-    spans = _mentions(answer, vocabulary) if vocabulary is None else []
+    vocabulary = answer_vocabulary(entry["kind"], world or _default_world(), entry)
+    spans = answers_in(answer, vocabulary) if vocabulary is None else []
     return spans[0] if spans else answer.lower()
 
 
@@ -173,13 +175,13 @@ def assess(entry: dict, response: str, world: World | None = None) -> Verdict:
         correct = _normal(answer) in _normal(response)
         wrong = not correct and re.search(r"\bby \w", _normal(response)) is not None
     else:
-        vocabulary = _vocabulary(kind, world, entry)
-        target = _mentions(answer, vocabulary)[0] if vocabulary is None else answer.lower()
-        found = _mentions(response, vocabulary)
+        vocabulary = answer_vocabulary(kind, world, entry)
+        target = answers_in(answer, vocabulary)[0] if vocabulary is None else answer.lower()
+        found = answers_in(response, vocabulary)
         if kind == "older":
             correct = bool(found) and found[0] == target
         else:
-            asked = set(_mentions(f"{entry['instruction']} {entry['input']}", vocabulary))
+            asked = set(answers_in(f"{entry['instruction']} {entry['input']}", vocabulary))
             found = [m for m in found if m not in asked or m == target]
             correct = bool(found) and all(m == target for m in found)
         wrong = bool(found) and not correct

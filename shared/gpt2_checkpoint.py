@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from shared.gpt import GPTConfig, GPTModel
 
@@ -284,8 +285,6 @@ def load_gpt2_file(path: str | os.PathLike) -> dict[str, Tensor]:
 
 def _download(url: str, dest: Path) -> None:
     """Fetch ``url`` to ``dest`` through a temporary file, with a progress bar."""
-    from tqdm.auto import tqdm
-
     tmp = dest.with_suffix(dest.suffix + ".part")
     with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
         total = int(response.headers.get("Content-Length", 0)) or None

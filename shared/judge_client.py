@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import math
-import numbers
 import time
 import urllib.error
 import urllib.parse
@@ -40,6 +38,8 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from shared.checks import check_int, check_number
 
 __all__ = [
     "DEFAULT_URL",
@@ -110,23 +110,6 @@ def _check_url(url: str) -> str:
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ValueError(f"url must start with http:// or https://, got {url!r}")
     return url.rstrip("/")
-
-
-def _check_number(value: Any, name: str, minimum: float, allow_equal: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if value < minimum or (not allow_equal and value == minimum):
-        relation = ">=" if allow_equal else ">"
-        raise ValueError(f"{name} must be {relation} {minimum}, got {value!r}")
-    return value
-
-
-def _check_int(value: Any, name: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _messages(prompt_or_messages: str | Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
@@ -307,15 +290,15 @@ def chat_result(
         "messages": _messages(prompt_or_messages),
         "stream": stream,
         "options": {
-            "seed": _check_int(seed, "seed"),
-            "temperature": _check_number(temperature, "temperature", 0.0),
-            "num_ctx": _check_int(num_ctx, "num_ctx", 1),
+            "seed": check_int(seed, "seed"),
+            "temperature": check_number(temperature, "temperature", 0.0),
+            "num_ctx": check_int(num_ctx, "num_ctx", 1),
             **(options or {}),
         },
     }
-    timeout = _check_number(timeout, "timeout", 0.0, allow_equal=False)
-    retries = _check_int(retries, "retries", 0)
-    backoff = _check_number(backoff, "backoff", 0.0)
+    timeout = check_number(timeout, "timeout", 0.0, exclusive=True)
+    retries = check_int(retries, "retries", 0)
+    backoff = check_number(backoff, "backoff", 0.0)
 
     response = _open(url, "/api/chat", payload, timeout, retries, backoff, model=model)
     try:
@@ -442,7 +425,7 @@ def chat(
 def list_models(url: str = DEFAULT_URL, timeout: float = 10.0, retries: int = 2) -> list[str]:
     """The names of the models the server offers (``GET /api/tags``)."""
     url = _check_url(url)
-    with _open(url, "/api/tags", None, timeout, _check_int(retries, "retries", 0), 0.5) as r:
+    with _open(url, "/api/tags", None, timeout, check_int(retries, "retries", 0), 0.5) as r:
         data = _json_object(r.read(), url)
     models = data.get("models")
     if not isinstance(models, list):

@@ -43,7 +43,8 @@ from collections.abc import Sequence
 
 from shared import gold
 from shared import instruction_data as idata
-from shared.preference_data import _curt, _cut, _wrong_value, wrong_answer
+from shared.preference_data import curt_answer, cut_answer, wrong_answer, wrong_value
+from shared.prompts import format_prompt, format_response
 from shared.tiny_world import World
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "judge_example",
     "make_pairwise_items",
     "make_rating_items",
+    "pair_item",
     "pairwise_prompt",
     "pairwise_target",
     "parse_rating",
@@ -162,16 +164,16 @@ def response_variants(
     """
     full, answer = entry["full"], entry["answer"]
     opening, closing = rng.choice(idata.FILLERS)
-    wrong_curt = _wrong_value(entry, rng, world)
+    wrong_curt = wrong_value(entry, rng, world)
     if entry["kind"] == "passive":
         wrong_curt = wrong_curt[0].lower() + wrong_curt[1:]
     other = [e for e in others if e["kind"] != entry["kind"]]
     irrelevant = rng.choice(other)["full"] if other else "I like the colour of the sky."
     return [
         ("preferred", full),
-        ("curt", _curt(entry)),
+        ("curt", curt_answer(entry)),
         ("padded", f"{opening} {full} {closing}"),
-        ("cut", _cut(full, answer)),
+        ("cut", cut_answer(full, answer)),
         ("wrong", wrong_answer(entry, rng, world)),
         ("wrong_curt", wrong_curt),
         ("irrelevant", irrelevant),
@@ -188,8 +190,6 @@ def rubric_prompt(entry: dict, response: str) -> str:
 
 def score_prompt(entry: dict, response: str) -> str:
     """The lecture's 0-100 prompt (the instruction as its Alpaca prompt, as the lecture does)."""
-    from shared.sft import format_prompt  # shared.sft imports torch; keep this module light
-
     return SCORE_PROMPT.format(
         prompt=format_prompt(entry).strip(), reference=entry["full"], answer=response
     )
@@ -265,8 +265,6 @@ def judge_example(prompt: str, target: str) -> tuple[str, str]:
     space, so a server that wraps a user message in the Alpaca template asks the judge
     exactly what it was trained on.
     """
-    from shared.sft import format_prompt, format_response
-
     return format_prompt({"instruction": prompt, "input": ""}), format_response(target)
 
 
@@ -328,11 +326,11 @@ def make_pairwise_items(
         variants = response_variants(e, rng, world, entries)
         for _ in range(per_entry):
             (va, a), (vb, b) = rng.sample(variants, 2)
-            items.append(_pair_item(e, a, b, f"{va}/{vb}", world))
+            items.append(pair_item(e, a, b, f"{va}/{vb}", world))
     return items
 
 
-def _pair_item(entry: dict, a: str, b: str, variant: str, world: World) -> dict:
+def pair_item(entry: dict, a: str, b: str, variant: str, world: World) -> dict:
     verdict = gold.compare(entry, a, b, world)
     return {
         "prompt": pairwise_prompt(entry, a, b),

@@ -31,7 +31,6 @@ with right padding and a causal mask, the real tokens never see the padding at a
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,9 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shared.checks import check_int, check_number, check_token_ids
 from shared.decoding import generate
 
 __all__ = [
+    "pad_right",
     "SequenceBatch",
     "entropy_from_logits",
     "kl_k1",
@@ -66,37 +67,6 @@ def _context_length(model: nn.Module) -> int:
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def _check_ids(ids: object, name: str) -> list[int]:
-    """A list of token ids (ints, or a 1-D integer tensor) as a plain list of ints."""
-    if isinstance(ids, Tensor):
-        if ids.dim() != 1 or ids.dtype.is_floating_point:
-            raise ValueError(f"{name} must be a 1-D list of token ids, got {tuple(ids.shape)}")
-        return ids.tolist()
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-        raise TypeError(f"{name} must be a list of token ids, got {type(ids).__name__}")
-    try:
-        return [operator.index(t) for t in ids]
-    except TypeError:
-        raise TypeError(f"{name} must contain only int token ids, got {list(ids)[:5]}") from None
-
-
-def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    value = operator.index(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_temperature(temperature: float) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"temperature must be a number, got {temperature!r}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return float(temperature)
 
 
 # ---------------------------------------------------------------------------- padding ----
@@ -150,13 +120,13 @@ def pad_pairs(
     """
     if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence) or len(pairs) == 0:
         raise ValueError("pairs must be a non-empty list of (prompt_ids, response_ids)")
-    pad_id = _check_positive_int(pad_id, "pad_id", minimum=0)
+    pad_id = check_int(pad_id, "pad_id", 0)
     rows = []
     for i, pair in enumerate(pairs):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise ValueError(f"pairs[{i}] must be a (prompt_ids, response_ids) pair")
-        prompt = _check_ids(pair[0], f"pairs[{i}] prompt")
-        response = _check_ids(pair[1], f"pairs[{i}] response")
+        prompt = check_token_ids(pair[0], f"pairs[{i}] prompt")
+        response = check_token_ids(pair[1], f"pairs[{i}] response")
         if not prompt:
             raise ValueError(f"pairs[{i}] has an empty prompt: give at least one token")
         if not response:
@@ -184,6 +154,17 @@ def pad_pairs(
         torch.tensor([len(p) for p, _ in rows]),
         torch.tensor([len(r) for _, r in rows]),
     )
+
+
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-pad id lists into ``(idx, attention_mask)``, both ``(B, T_max)``."""
+    width = max(len(s) for s in seqs)
+    idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        idx[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return idx, mask
 
 
 # -------------------------------------------------------------------------- log-probs ----
@@ -219,7 +200,7 @@ def token_logprobs(
     entropy of each of those distributions, ``(B, T-1)``. Gradients flow unless the caller
     uses ``torch.no_grad()``.
     """
-    temperature = _check_temperature(temperature)
+    temperature = check_number(temperature, "temperature", 0, exclusive=True)
     if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
         raise ValueError("input_ids must be a (batch, T) tensor of token ids")
     if input_ids.shape[1] < 2:
@@ -280,12 +261,12 @@ def sample_responses(
     ``max_new_tokens`` must fit in the model's context: a sliding window would change the
     conditioning that later log-probs are computed on.
     """
-    temperature = _check_temperature(temperature)
-    max_new_tokens = _check_positive_int(max_new_tokens, "max_new_tokens")
+    temperature = check_number(temperature, "temperature", 0, exclusive=True)
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 1)
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not prompts:
         raise ValueError("prompts must be a non-empty list of token-id lists")
     C = _context_length(model)
-    lists = [_check_ids(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+    lists = [check_token_ids(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
     for i, p in enumerate(lists):
         if not p:
             raise ValueError(f"prompts[{i}] is empty: give at least one token")
@@ -363,7 +344,7 @@ def kl_to_reference(
     its standard error (``std / √n``), and ``n``. Both models see the tokens at the
     sampling ``temperature``.
     """
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = check_int(batch_size, "batch_size", 1)
     responses = sample_responses(
         policy, prompts, max_new_tokens, temperature, generator=generator, eos_id=eos_id
     )

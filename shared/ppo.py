@@ -54,22 +54,23 @@ whitened advantages, value clipping, the missing-eos penalty) and logs its metri
 from __future__ import annotations
 
 import math
-import numbers
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from shared.checks import check_fields, check_token_ids, is_number
 from shared.policy import (
     SequenceBatch,
-    _check_ids,
     kl_k1,
     pad_pairs,
     sample_responses,
     token_logprobs,
 )
+from shared.training import make_optimizer
 
 __all__ = [
     "PPOConfig",
@@ -128,43 +129,23 @@ class PPOConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        ints = {
-            "eos_id": 0,
-            "num_ppo_epochs": 1,
-            "minibatch_size": 1,
-            "rollout_batch_size": 1,
-            "max_new_tokens": 1,
-            "seed": 0,
+        ints = dict(eos_id=0, num_ppo_epochs=1, minibatch_size=1, rollout_batch_size=1,
+                    max_new_tokens=1, seed=0)  # fmt: skip
+        numbers = {
+            "kl_coef": (0.0, None, False),
+            "gamma": (0.0, 1.0, False),
+            "lam": (0.0, 1.0, False),
+            "cliprange": (0.0, None, True),
+            "cliprange_value": (0.0, None, True),
+            "vf_coef": (0.0, None, False),
+            "lr": (0.0, None, False),
+            "temperature": (0.0, None, True),
+            "max_grad_norm": (0.0, None, True),
+            "weight_decay": (0.0, None, False),
         }
-        for name, minimum in ints.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not hasattr(value, "__index__") or value < minimum:
-                raise ValueError(f"PPOConfig.{name} must be an int >= {minimum}, got {value!r}")
-        ranges = {
-            "kl_coef": (0.0, math.inf, True),
-            "gamma": (0.0, 1.0, True),
-            "lam": (0.0, 1.0, True),
-            "cliprange": (0.0, math.inf, False),
-            "cliprange_value": (0.0, math.inf, False),
-            "vf_coef": (0.0, math.inf, True),
-            "lr": (0.0, math.inf, True),
-            "temperature": (0.0, math.inf, False),
-            "max_grad_norm": (0.0, math.inf, False),
-            "weight_decay": (0.0, math.inf, True),
-        }
-        for name, (lo, hi, lo_ok) in ranges.items():
-            value = getattr(self, name)
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-            ok = ok and math.isfinite(value) and (lo <= value if lo_ok else lo < value)
-            if not ok or value > hi:
-                bound = f"{'[' if lo_ok else '('}{lo}, {hi}]"
-                raise ValueError(f"PPOConfig.{name} must be a number in {bound}, got {value!r}")
+        check_fields(self, ints, numbers)
         penalty = self.missing_eos_penalty
-        if penalty is not None and (
-            isinstance(penalty, bool)
-            or not isinstance(penalty, numbers.Real)
-            or not math.isfinite(penalty)
-        ):
+        if penalty is not None and not (is_number(penalty) and math.isfinite(penalty)):
             raise ValueError(
                 f"PPOConfig.missing_eos_penalty must be a number or None, got {penalty!r}"
             )
@@ -378,8 +359,6 @@ class PPOTrainer:
         prompts: Sequence[Sequence[int]],
         config: PPOConfig,
     ) -> None:
-        from shared.training import make_optimizer
-
         if not isinstance(config, PPOConfig):
             raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
         if not callable(score_fn):
@@ -402,7 +381,7 @@ class PPOTrainer:
                 f"{len(prompts)} prompts is fewer than one rollout of "
                 f"rollout_batch_size={config.rollout_batch_size}"
             )
-        self.prompts = [_check_ids(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+        self.prompts = [check_token_ids(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
         for i, p in enumerate(self.prompts):
             if not p:
                 raise ValueError(f"prompts[{i}] is empty")
@@ -590,8 +569,6 @@ class PPOTrainer:
 
     def train(self, n_steps: int, progress: bool = True) -> list[dict[str, float]]:
         """Run ``n_steps`` more steps; return their metrics (also kept in ``history``)."""
-        from tqdm.auto import tqdm
-
         if isinstance(n_steps, bool) or not hasattr(n_steps, "__index__"):
             raise TypeError(f"n_steps must be an int, got {n_steps!r}")
         n_steps = operator.index(n_steps)

@@ -35,16 +35,26 @@ from collections.abc import Sequence
 
 from shared import gold
 from shared import instruction_data as idata
+from shared.prompts import format_prompt
 from shared.tiny_world import ANIMALS, OBJECT_KINDS, World, article, number_words
 
-__all__ = ["PAIR_TYPES", "check_pairs", "make_preference_pairs", "sampled_pairs", "wrong_answer"]
+__all__ = [
+    "PAIR_TYPES",
+    "check_pairs",
+    "curt_answer",
+    "cut_answer",
+    "make_preference_pairs",
+    "sampled_pairs",
+    "wrong_answer",
+    "wrong_value",
+]
 
 PAIR_TYPES = ("style", "fact", "complete", "sampled")
 FIELDS = ("prompt", "chosen", "rejected", "kind", "pair_type", "split")
 _WORD_NUMBERS = {number_words(n): n for n in range(100)}
 
 
-def _wrong_value(entry: dict, rng: random.Random, world: World) -> str:
+def wrong_value(entry: dict, rng: random.Random, world: World) -> str:
     """Another answer of the same type as the entry's answer, never the right one."""
     kind, answer = entry["kind"], entry["answer"]
     if kind == "older":
@@ -52,7 +62,7 @@ def _wrong_value(entry: dict, rng: random.Random, world: World) -> str:
     if kind in ("age", "arithmetic", "counting"):
         words = answer in _WORD_NUMBERS
         n = _WORD_NUMBERS[answer] if words else int(answer)
-        asked = {int(m) for m in gold._mentions(f"{entry['instruction']} {entry['input']}", None)}
+        asked = {int(m) for m in gold.answers_in(f"{entry['instruction']} {entry['input']}", None)}
         choices = [m for m in range(max(0, n - 4), n + 5) if m != n and m not in asked]
         m = rng.choice(choices)
         return number_words(m) if words else str(m)
@@ -65,8 +75,8 @@ def _wrong_value(entry: dict, rng: random.Random, world: World) -> str:
     if kind == "passive":
         verb = rng.choice([v for v in idata.VERBS.values() if f" {v} " not in f" {answer} "])
         return re.sub(r"(?<= is )\w+(?= by )", verb, answer)
-    vocabulary = gold._vocabulary(kind, world, entry)
-    asked = set(gold._mentions(f"{entry['instruction']} {entry['input']}", vocabulary))
+    vocabulary = gold.answer_vocabulary(kind, world, entry)
+    asked = set(gold.answers_in(f"{entry['instruction']} {entry['input']}", vocabulary))
     return rng.choice([v for v in vocabulary if v.lower() != answer.lower() and v not in asked])
 
 
@@ -78,7 +88,7 @@ def wrong_answer(entry: dict, rng: random.Random, world: World) -> str:
     ``make_preference_pairs`` checks for every pair.
     """
     full, answer = entry["full"], entry["answer"]
-    wrong = _wrong_value(entry, rng, world)
+    wrong = wrong_value(entry, rng, world)
     if entry["kind"] == "older":
         young = next(p for p in entry["people"] if p != answer)
         return f"{young} is older than {answer}."
@@ -92,7 +102,7 @@ def wrong_answer(entry: dict, rng: random.Random, world: World) -> str:
     return head + wrong + tail
 
 
-def _cut(full: str, answer: str) -> str:
+def cut_answer(full: str, answer: str) -> str:
     """The sentence stopped before its answer: what a response looks like when it runs out
     of tokens or stops early ("Nabo lives in"). When the answer opens the sentence ("Himo is
     older than Ladi."), it stops before the sentence's last word instead."""
@@ -104,7 +114,7 @@ def _cut(full: str, answer: str) -> str:
     return " ".join(words[:keep])
 
 
-def _curt(entry: dict) -> str:
+def curt_answer(entry: dict) -> str:
     """The bare answer, as the curt house style writes it."""
     if entry["kind"] == "passive":  # the curt passive is lower-case and has no full stop
         return entry["answer"][0].lower() + entry["answer"][1:]
@@ -114,14 +124,12 @@ def _curt(entry: dict) -> str:
 def _other_style(entry: dict, rng: random.Random) -> str:
     """The right answer in a dispreferred style: curt or padded, chosen at random."""
     if rng.random() < 0.5:
-        return _curt(entry)
+        return curt_answer(entry)
     opening, closing = rng.choice(idata.FILLERS)
     return f"{opening} {entry['full']} {closing}"
 
 
 def _pair(entry: dict, chosen: str, rejected: str, pair_type: str, template: str) -> dict:
-    from shared.sft import format_prompt  # shared.sft imports torch; keep this module light
-
     return {
         "prompt": format_prompt(entry, template),
         "chosen": chosen,
@@ -148,11 +156,11 @@ def make_preference_pairs(
     pairs = []
     for i, e in enumerate(entries):
         full = e["full"]
-        right = full if rng.random() < 0.75 else _curt(e)
+        right = full if rng.random() < 0.75 else curt_answer(e)
         made = [
             _pair(e, full, _other_style(e, rng), "style", template),
             _pair(e, right, wrong_answer(e, rng, world), "fact", template),
-            _pair(e, full, _cut(full, e["answer"]), "complete", template),
+            _pair(e, full, cut_answer(full, e["answer"]), "complete", template),
         ]
         for p in made:
             if gold.compare(p, p["chosen"], p["rejected"], world) != "A":

@@ -25,15 +25,23 @@ import functools
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from shared.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
+from shared.checkpoints import load_checkpoint, read_checkpoint
+from shared.checks import check_fields
 from shared.gpt import GPTConfig, GPTModel
+from shared.policy import pad_right
+from shared.prompts import format_response
+from shared.train_state import data_digest, load_state, save_state
+from shared.training import lr_at, make_optimizer
 
 __all__ = [
+    "RewardConfig",
     "ScalarModel",
     "align_left",
     "bradley_terry_loss",
@@ -41,7 +49,6 @@ __all__ = [
     "final_hidden",
     "last_token_index",
     "load_scalar_model",
-    "pad_right",
     "score_pairs",
     "train_reward_model",
 ]
@@ -172,13 +179,11 @@ def load_scalar_model(path: str | os.PathLike, *, tokenizer=None) -> ScalarModel
 # ------------------------------------------------------------------ training on pairs ----
 def encode_pairs(pairs: Sequence[dict], encoding, max_length: int) -> list[tuple[list, list]]:
     """``(chosen_ids, rejected_ids)`` per pair: prompt + response + end-of-text, with the
-    response written as in fine-tuning (``shared.sft.format_response``: after a space).
+    response written as in fine-tuning (``shared.prompts.format_response``: after a space).
 
     A pair longer than ``max_length`` tokens (the model's context) is an error that names
     the pair, rather than a silent cut that would score a different text.
     """
-    from shared.sft import format_response
-
     out = []
     for i, p in enumerate(pairs):
         prompt = encoding.encode(p["prompt"], allowed_special="all")
@@ -194,17 +199,6 @@ def encode_pairs(pairs: Sequence[dict], encoding, max_length: int) -> list[tuple
             both.append(ids)
         out.append(tuple(both))
     return out
-
-
-def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """Right-pad id lists into ``(idx, attention_mask)``, both ``(B, T_max)``."""
-    width = max(len(s) for s in seqs)
-    idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        idx[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return idx, mask
 
 
 def _pair_scores(model: ScalarModel, batch: Sequence[tuple], pad_id: int) -> tuple:
@@ -239,66 +233,93 @@ def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     return order[k * batch_size : (k + 1) * batch_size].tolist()
 
 
+@dataclass(frozen=True)
+class RewardConfig:
+    """Hyperparameters of ``train_reward_model`` (the names of TRL's ``RewardConfig`` where
+    it has them).
+
+    - ``steps``, ``batch_size`` (pairs per step), ``lr`` (peak AdamW rate; warmup over
+      ``warmup_steps``, then cosine decay to a tenth), ``weight_decay``.
+    - ``margin``: Bradley–Terry with a margin, ``-log σ(r⁺ − r⁻ − margin)``; ``centring``:
+      weight of the ``(r⁺ + r⁻)²`` term that keeps rewards near zero (see
+      ``bradley_terry_loss``).
+    - ``pad_id``: the id that pads a batch (scores read the last real token, so any id works).
+    - ``seed``: the batches (batch ``i`` depends only on ``(seed, i)``).
+    - ``eval_every``: steps between history rows; ``checkpoint_every``: between saved states.
+    """
+
+    steps: int
+    lr: float = 1e-4
+    batch_size: int = 16
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    margin: float = 0.0
+    centring: float = 0.0
+    pad_id: int = 0
+    seed: int = 0
+    eval_every: int = 50
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        ints = dict(steps=1, batch_size=1, warmup_steps=0, pad_id=0, seed=0, eval_every=1,
+                    checkpoint_every=1)  # fmt: skip
+        numbers = {
+            "lr": (0.0, None, False),
+            "weight_decay": (0.0, None, False),
+            "margin": (None, None, False),
+            "centring": (0.0, None, False),
+        }
+        check_fields(self, ints, numbers)
+
+
 def train_reward_model(
     model: ScalarModel,
     train: Sequence[tuple],
-    steps: int,
-    pad_id: int,
-    lr: float = 1e-4,
-    batch_size: int = 16,
-    warmup_steps: int = 10,
-    weight_decay: float = 0.0,
-    margin: float = 0.0,
-    centring: float = 0.0,
-    seed: int = 0,
+    config: RewardConfig,
+    *,
     evaluate_on: Sequence[tuple] | None = None,
-    eval_every: int = 50,
     checkpoint_path: str | os.PathLike | None = None,
-    checkpoint_every: int = 50,
     progress: bool = True,
-    tokenizer=None,
 ) -> dict[str, list]:
     """Train ``model`` on encoded pairs with the Bradley–Terry loss; return the history.
 
-    AdamW with warmup and cosine decay (to 10%), gradients clipped to norm 1. The history
-    has, per logged step, the mean ``loss``, ``accuracy`` (share of pairs with
-    r⁺ > r⁻) and ``margin`` (mean r⁺ − r⁻) of the training batches since the last log, and
-    with ``evaluate_on`` the same two figures on those pairs (``eval_accuracy``,
-    ``eval_margin``). With ``checkpoint_path``, the state is saved every
-    ``checkpoint_every`` steps and at the end, and a run started again with the same
-    arguments continues from it: batch ``i`` depends only on ``(seed, i)``.
+    AdamW with warmup and cosine decay (to 10%), gradients clipped to norm 1 (settings in
+    ``config``, a ``RewardConfig``). The history has, per logged step, the mean ``loss``,
+    ``accuracy`` (share of pairs with r⁺ > r⁻) and ``margin`` (mean r⁺ − r⁻) of the
+    training batches since the last log, and with ``evaluate_on`` the same two figures on
+    those pairs (``eval_accuracy``, ``eval_margin``). With ``checkpoint_path``, the state is
+    saved every ``config.checkpoint_every`` steps and at the end (``shared.train_state``),
+    and a run started again with the same config and pairs continues from it: batch ``i``
+    depends only on ``(seed, i)``.
     """
-    from tqdm.auto import tqdm
-
-    from shared.training import lr_at, make_optimizer
-
+    if not isinstance(config, RewardConfig):
+        raise TypeError(f"config must be a RewardConfig, got {type(config).__name__}")
+    steps, batch_size, seed, pad_id = config.steps, config.batch_size, config.seed, config.pad_id
     if len(train) < batch_size:
         raise ValueError(f"{len(train)} training pairs is fewer than one batch of {batch_size}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
+    optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
     schedule = functools.partial(
-        lr_at, max_lr=lr, warmup_steps=min(warmup_steps, steps), total_steps=steps, min_lr=lr / 10
-    )
+        lr_at, max_lr=config.lr, warmup_steps=min(config.warmup_steps, steps),
+        total_steps=steps, min_lr=config.lr / 10,
+    )  # fmt: skip
     keys = ("steps", "loss", "accuracy", "margin", "eval_accuracy", "eval_margin", "lr")
     history: dict[str, list] = {k: [] for k in keys}
     start = 0
-    if checkpoint_path is not None and os.path.isfile(checkpoint_path):
-        ckpt = load_checkpoint(checkpoint_path, model, optimizer)
-        start, history = ckpt["step"], ckpt["extra"]["history"]
-        if ckpt["extra"]["settings"] != [steps, batch_size, seed, lr]:
-            raise ValueError(
-                f"{checkpoint_path} was written by a run with (steps, batch_size, seed, lr) = "
-                f"{ckpt['extra']['settings']}, not {[steps, batch_size, seed, lr]}; delete it "
-                "to start again"
-            )
+    settings = {**asdict(config), "train": data_digest(list(train))}
+    settings.pop("checkpoint_every")  # where the run saves does not change what it computes
+    if evaluate_on:
+        settings["evaluate_on"] = data_digest(list(evaluate_on))
+    state = None if checkpoint_path is None else load_state(checkpoint_path, settings)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = state["step"], state["history"]
 
     def save(step: int) -> None:
         if checkpoint_path is not None:
-            extra = {"history": history, "settings": [steps, batch_size, seed, lr]}
-            save_checkpoint(
-                checkpoint_path, model, optimizer, step=step, extra=extra, tokenizer=tokenizer
-            )
+            state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                         step=step, history=history)  # fmt: skip
+            save_state(checkpoint_path, settings, state)
 
     model.train()
     running = []
@@ -308,7 +329,7 @@ def train_reward_model(
             group["lr"] = schedule(step)
         batch = [train[i] for i in _batch_indices(len(train), batch_size, seed, step)]
         chosen, rejected = _pair_scores(model, batch, pad_id)
-        loss = bradley_terry_loss(chosen, rejected, margin=margin, centring=centring)
+        loss = bradley_terry_loss(chosen, rejected, margin=config.margin, centring=config.centring)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"the loss is {loss.item()} at step {step}; nothing saved")
         optimizer.zero_grad(set_to_none=True)
@@ -319,7 +340,7 @@ def train_reward_model(
         running.append((loss.item(), (diff > 0).float().mean().item(), diff.mean().item()))
         bar.update(1)
         done = step + 1
-        if done % eval_every == 0 or done == steps:
+        if done % config.eval_every == 0 or done == steps:
             history["steps"].append(done)
             for key, column in zip(("loss", "accuracy", "margin"), zip(*running)):
                 history[key].append(sum(column) / len(column))
@@ -331,7 +352,7 @@ def train_reward_model(
                 history["eval_margin"].append((c - r).mean().item())
                 model.train()
             bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", acc=f"{history['accuracy'][-1]:.2f}")
-        if done % checkpoint_every == 0 or done == steps:
+        if done % config.checkpoint_every == 0 or done == steps:
             save(done)
     bar.close()
     model.eval()

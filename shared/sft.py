@@ -1,9 +1,9 @@
-"""Instruction fine-tuning: prompt templates, the dataset, the collate function, evaluation.
+"""Instruction fine-tuning: the dataset, the collate function, evaluation.
 
-- ``format_prompt`` / ``format_response`` / ``format_example``: an entry in the Alpaca or the
-  Phi-3 template (the response after a space, see ``RESPONSE_LEAD``).
-- ``extend_encoding`` / ``extend_vocabulary``: new special tokens for the tokenizer and the
-  matching new rows of the embedding matrix (the Phi-3 template needs three).
+The prompt formats (Alpaca, Phi-3, their special tokens) are in ``shared.prompts``.
+
+- ``extend_vocabulary``: the new rows of the embedding matrix for the special tokens that
+  ``shared.prompts.extend_encoding`` adds to the tokenizer (the Phi-3 template needs three).
 - ``InstructionDataset``: every example tokenized once, with the length of its prompt.
 - ``collate``: per-batch padding, targets shifted by one, -100 on padding and (optionally)
   on the prompt, cropping to ``allowed_max_length``.
@@ -28,93 +28,21 @@ from tqdm.auto import tqdm
 from shared import gold
 from shared.decoding import generate
 from shared.instruction_data import check_entries
+from shared.prompts import PHI3_SPECIALS, check_template, format_example, format_prompt
 
 __all__ = [
-    "ALPACA_HEADER",
     "IGNORE_INDEX",
-    "PHI3_SPECIALS",
     "InstructionBatches",
     "InstructionDataset",
     "accuracy_by_kind",
     "collate",
     "exact_match",
-    "extend_encoding",
     "extend_vocabulary",
-    "format_example",
-    "format_prompt",
-    "format_response",
     "generate_responses",
     "normalized_match",
 ]
 
 IGNORE_INDEX = -100  # F.cross_entropy leaves targets with this value out of the loss
-TEMPLATES = ("alpaca", "phi3")
-# The Alpaca template, word for word as the lecture shows it (Taori et al., 2023).
-ALPACA_HEADER = (
-    "Below is an instruction that describes a task. "
-    "Write a response that appropriately completes the request."
-)
-# The response follows the template after one space. The project's tokenizer learned its
-# merges on the tiny world's text, where words follow spaces: " Nabo" and " goat" are single
-# tokens the base model knows well, while "Nabo" or "goat" at the start of a line split into
-# pieces it has hardly seen (a GPT-2-sized tokenizer and corpus would not care). The space
-# belongs to the response, so the model writes it; decoded responses are stripped.
-RESPONSE_LEAD = " "
-# Phi-3's chat markers (Abdin et al., 2024), as the lecture shows them.
-PHI3_SPECIALS = ("<|user|>", "<|assistant|>", "<|end|>")
-
-
-def _check_template(template: str) -> str:
-    if template not in TEMPLATES:
-        raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
-    return template
-
-
-def format_prompt(entry: dict, template: str = "alpaca") -> str:
-    """The text the model sees before its answer; the response starts right after it."""
-    _check_template(template)
-    if template == "alpaca":
-        text = f"{ALPACA_HEADER}\n\n### Instruction:\n{entry['instruction']}"
-        if entry["input"]:
-            text += f"\n\n### Input:\n{entry['input']}"
-        return text + "\n\n### Response:\n"
-    user = entry["instruction"]
-    if entry["input"]:  # Phi-3 has one user message: the input is folded into it
-        user = f"{user}\n{entry['input']}"
-    return f"<|user|>\n{user}\n<|assistant|>\n"
-
-
-def format_response(text: str, template: str = "alpaca") -> str:
-    """A response as it follows the prompt: after ``RESPONSE_LEAD`` (a space), and closed
-    with ``<|end|>`` in the Phi-3 template."""
-    end = "<|end|>" if _check_template(template) == "phi3" else ""
-    return RESPONSE_LEAD + text + end
-
-
-def format_example(entry: dict, template: str = "alpaca") -> str:
-    """Prompt and answer: one training example."""
-    return format_prompt(entry, template) + format_response(entry["output"], template)
-
-
-# --------------------------------------------------------------------- new tokens ----
-def extend_encoding(encoding: tiktoken.Encoding, specials: Sequence[str]) -> tiktoken.Encoding:
-    """``encoding`` with ``specials`` added as new special tokens after the last id.
-
-    The ranks (the learned merges) are unchanged, so every old text keeps its ids; the new
-    tokens get ids ``n_vocab, n_vocab + 1, ...`` and are only produced when written in the
-    text and allowed as special.
-    """
-    if isinstance(specials, str):
-        raise TypeError("specials must be a list of strings, not one string")
-    taken = set(encoding.special_tokens_set)
-    new = [s for s in specials if s not in taken]
-    extra = {s: encoding.n_vocab + i for i, s in enumerate(new)}
-    return tiktoken.Encoding(
-        f"{encoding.name}+{len(new)}",
-        pat_str=encoding._pat_str,
-        mergeable_ranks=encoding._mergeable_ranks,
-        special_tokens={**encoding._special_tokens, **extra},
-    )
 
 
 @torch.no_grad()
@@ -164,7 +92,7 @@ class InstructionDataset(torch.utils.data.Dataset):
         allowed_max_length: int | None = None,
     ) -> None:
         check_entries(entries)
-        _check_template(template)
+        check_template(template)
         if template == "phi3" and not set(PHI3_SPECIALS) <= encoding.special_tokens_set:
             raise ValueError("the phi3 template needs an encoding from extend_encoding()")
         self.entries, self.template = list(entries), template

@@ -7,7 +7,7 @@
 - ``TokenBatches``: batches that are a pure function of ``(seed, batch index)``, so the
   data position is one integer that a checkpoint can store, and data-parallel ranks can
   each take their slice of the same global batch.
-- ``train``: the one training loop used by the notebook, ``data/pretrain.py`` and the
+- ``train``: the one training loop used by the notebook, ``data/scripts/pretrain.py`` and the
   data-parallel launcher (periodic evaluation, clipping, schedule, checkpoints, resume).
 - ``bigram_baseline``: the count-based model that any GPT worth training must beat.
 - ``fact_probe_accuracy``: how many tiny-world facts the model completes exactly.
@@ -31,8 +31,10 @@ from tqdm.auto import tqdm
 
 from shared.bpe import BPETokenizer, check_tokenizer
 from shared.checkpoints import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from shared.checks import check_int, check_number
 from shared.datasets import SlidingWindowDataset
 from shared.gpt import generate_greedy
+from shared.train_state import check_settings
 
 __all__ = [
     "TokenBatches",
@@ -51,27 +53,6 @@ HISTORY_KEYS = ("steps", "tokens_seen", "train_loss", "val_loss", "lr", "elapsed
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _check_int(value: object, name: str, minimum: int = 1) -> int:
-    """An int (numpy ints too, not bools or floats) that is at least ``minimum``."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    value = operator.index(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
-
-
-def _check_number(value: object, name: str, minimum: float | None = None) -> float:
-    """A finite real number (numpy floats too, not bools), at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or (minimum is not None and value < minimum):
-        bound = "" if minimum is None else f" >= {minimum:g}"
-        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------- loss
@@ -144,8 +125,8 @@ def make_optimizer(
     AdamW arithmetic, a few times faster than its loop over parameters); elsewhere (MPS)
     the default implementation.
     """
-    _check_number(lr, "lr", minimum=0.0)
-    _check_number(weight_decay, "weight_decay", minimum=0.0)
+    check_number(lr, "lr", 0.0)
+    check_number(weight_decay, "weight_decay", 0.0)
     if (
         not isinstance(betas, (tuple, list))
         or len(betas) != 2
@@ -175,11 +156,11 @@ def lr_at(
     (Adam's early moment estimates are noisy, so big first steps would be erratic). Then
     half a cosine brings it down to ``min_lr`` at ``total_steps``; later steps stay there.
     """
-    step = _check_int(step, "step", minimum=0)
-    warmup_steps = _check_int(warmup_steps, "warmup_steps", minimum=0)
-    total_steps = _check_int(total_steps, "total_steps", minimum=0)
-    max_lr = _check_number(max_lr, "max_lr", minimum=0.0)
-    min_lr = _check_number(min_lr, "min_lr", minimum=0.0)
+    step = check_int(step, "step", 0)
+    warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
+    total_steps = check_int(total_steps, "total_steps", 0)
+    max_lr = check_number(max_lr, "max_lr", 0.0)
+    min_lr = check_number(min_lr, "min_lr", 0.0)
     if not 0 <= warmup_steps <= total_steps:
         raise ValueError(
             f"need 0 <= warmup_steps <= total_steps, got {warmup_steps}, {total_steps}"
@@ -227,10 +208,10 @@ class TokenBatches:
         # stride=None means "no overlap"; an explicit 0 is an error, not that default
         stride = context_length if stride is None else stride
         self.dataset = SlidingWindowDataset(token_ids, context_length, stride)
-        batch_size = _check_int(batch_size, "batch_size")
-        world_size = _check_int(world_size, "world_size")
-        rank = _check_int(rank, "rank", minimum=0)
-        seed = _check_int(seed, "seed", minimum=0)
+        batch_size = check_int(batch_size, "batch_size", 1)
+        world_size = check_int(world_size, "world_size", 1)
+        rank = check_int(rank, "rank", 0)
+        seed = check_int(seed, "seed", 0)
         if seed >= 2**32:
             raise ValueError(f"seed must be below 2**32 (as numpy's seeds are), got {seed}")
         if not isinstance(shuffle, bool):
@@ -377,6 +358,20 @@ def _check_schedule(
     return lrs
 
 
+BATCH_SETTINGS = ("batch_size", "seed", "batches_per_epoch", "shuffle", "tokens_per_batch")
+
+
+def _batch_settings(batches) -> dict:
+    """What decides which batches a run sees (None: the batches do not say)."""
+    return {
+        "batch_size": batches.batch_size,
+        "seed": getattr(batches, "seed", None),
+        "batches_per_epoch": len(batches),
+        "shuffle": getattr(batches, "shuffle", None),
+        "tokens_per_batch": getattr(batches, "tokens_per_batch", None),
+    }
+
+
 def _check_training_state(path, ckpt: dict, batches, max_steps: int) -> Tensor:
     """What ``train`` needs from a checkpoint to resume, checked before anything is loaded;
     returns the RNG state."""
@@ -402,31 +397,104 @@ def _check_training_state(path, ckpt: dict, batches, max_steps: int) -> Tensor:
             f"resume_from {path}: the stored random-generator state is damaged (expected a "
             f"uint8 tensor of shape {tuple(expected.shape)})"
         )
-    for key, now in (
-        ("batch_size", batches.batch_size),
-        ("seed", getattr(batches, "seed", None)),
-        ("batches_per_epoch", len(batches)),
-        ("shuffle", getattr(batches, "shuffle", None)),
-        ("tokens_per_batch", getattr(batches, "tokens_per_batch", None)),
-    ):
-        then = extra.get(key)
-        if then is not None and now is not None and then != now:
-            what = (
-                "data (corpus, context length and stride)"
-                if key in ("batches_per_epoch", "tokens_per_batch")
-                else f"train_batches.{key}"
-            )
-            raise ValueError(
-                f"resume_from {path} was trained with {key}={then}, but train_batches has "
-                f"{key}={now}: resuming would continue with different batches than the "
-                f"interrupted run. Use the same {what}, or start a new run."
-            )
+    # what a resumed run must match to see the same batches as the interrupted one
+    saved = {k: extra.get(k) for k in BATCH_SETTINGS}
+    now = _batch_settings(batches)
+    both = [k for k in BATCH_SETTINGS if saved[k] is not None and now[k] is not None]
+    check_settings(f"resume_from {path}", {k: saved[k] for k in both}, {k: now[k] for k in both})
     if ckpt["step"] > max_steps:
         raise ValueError(
             f"resume_from {path} is already at step {ckpt['step']}, beyond max_steps="
             f"{max_steps}; max_steps counts all steps, including those before the resume"
         )
     return rng
+
+
+def _check_train_arguments(
+    model,
+    optimizer,
+    train_batches,
+    val_loader,
+    max_steps,
+    lr_schedule,
+    grad_clip,
+    eval_every,
+    eval_batches,
+    on_eval,
+    checkpoint_path,
+    checkpoint_every,
+    progress,
+) -> tuple:
+    """``train``'s checks, before anything changes. Returns the bare model (unwrapped from
+    DDP), the number of processes, whether this one is rank 0, and the checked numbers
+    ``max_steps, eval_every, eval_batches, checkpoint_every, grad_clip``."""
+    raw = getattr(model, "module", model)  # the bare model inside a DDP wrapper
+    if not isinstance(raw, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
+    _check_optimizer_fits(raw, optimizer)
+    for attribute in ("__getitem__", "__len__", "batch_size", "world_size"):
+        if not hasattr(train_batches, attribute):
+            raise TypeError(
+                f"train_batches must be a batch provider like TokenBatches (indexable, with "
+                f"len, batch_size, seed and world_size); {type(train_batches).__name__} "
+                f"has no {attribute}"
+            )
+    if len(train_batches) < 1:
+        raise ValueError("train_batches is empty: there is not one batch to train on")
+    distributed = dist.is_available() and dist.is_initialized()
+    world = dist.get_world_size() if distributed else 1
+    is_main = not distributed or dist.get_rank() == 0
+    if train_batches.world_size != world:
+        raise ValueError(
+            f"train_batches is split for world_size={train_batches.world_size}, "
+            f"but {world} process(es) are training"
+        )
+    max_steps = check_int(max_steps, "max_steps", 1)
+    eval_every = check_int(eval_every, "eval_every", 1)
+    eval_batches = check_int(eval_batches, "eval_batches", 1)
+    if checkpoint_every is not None:
+        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 1)
+    if grad_clip is not None:
+        grad_clip = check_number(grad_clip, "grad_clip (the largest gradient norm; None: off)")
+        if grad_clip <= 0:
+            raise ValueError(
+                f"grad_clip must be > 0 (or None for no clipping), got {grad_clip!r}: a "
+                "norm of 0 or less would zero or flip every update"
+            )
+    for name, fn in (("lr_schedule", lr_schedule), ("on_eval", on_eval)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be a function or None, got {fn!r}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    if checkpoint_every is not None and checkpoint_path is None:
+        raise ValueError("checkpoint_every needs a checkpoint_path to write to")
+    if checkpoint_path is not None:
+        _checkpoint_file(checkpoint_path, 0)  # an unknown {field} fails now, not after hours
+    if hasattr(val_loader, "__len__") and len(val_loader) == 0:
+        raise ValueError("val_loader is empty: evaluation would have no batch to measure")
+    return raw, world, is_main, max_steps, eval_every, eval_batches, checkpoint_every, grad_clip
+
+
+def _non_finite_loss(step: int, loss_value: float, targets: Tensor, data_position: int):
+    """The error for a loss that is not finite on this rank or another, saying why."""
+    if math.isfinite(loss_value):  # only another rank's loss is bad
+        return FloatingPointError(
+            f"the training loss at step {step} is not finite on another "
+            "data-parallel rank; stopped before the update"
+        )
+    if not bool((targets != -100).any()):
+        return ValueError(
+            f"train_batches[{data_position}] has no target to learn from (every "
+            "target is -100, ignored), so its loss is undefined; no update was made"
+        )
+    return FloatingPointError(
+        f"the training loss at step {step} is {loss_value} (not finite): training "
+        "diverged or the batch is broken; stopped before the update, and no "
+        "checkpoint was written from this state. Lower the learning rate or clip "
+        "the gradients (grad_clip)."
+    )
 
 
 def train(
@@ -477,53 +545,12 @@ def train(
     History (one entry per evaluation): ``steps``, ``tokens_seen``, ``train_loss``,
     ``val_loss``, ``lr`` and ``elapsed`` (seconds of training).
     """
-    raw = getattr(model, "module", model)  # the bare model inside a DDP wrapper
-    if not isinstance(raw, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {optimizer!r}")
-    _check_optimizer_fits(raw, optimizer)
-    for attribute in ("__getitem__", "__len__", "batch_size", "world_size"):
-        if not hasattr(train_batches, attribute):
-            raise TypeError(
-                f"train_batches must be a batch provider like TokenBatches (indexable, with "
-                f"len, batch_size, seed and world_size); {type(train_batches).__name__} "
-                f"has no {attribute}"
-            )
-    if len(train_batches) < 1:
-        raise ValueError("train_batches is empty: there is not one batch to train on")
+    checked = _check_train_arguments(
+        model, optimizer, train_batches, val_loader, max_steps, lr_schedule, grad_clip,
+        eval_every, eval_batches, on_eval, checkpoint_path, checkpoint_every, progress,
+    )  # fmt: skip
+    raw, world, is_main, max_steps, eval_every, eval_batches, checkpoint_every, grad_clip = checked
     device = _device_of(raw)
-    distributed = dist.is_available() and dist.is_initialized()
-    world = dist.get_world_size() if distributed else 1
-    is_main = not distributed or dist.get_rank() == 0
-    if train_batches.world_size != world:
-        raise ValueError(
-            f"train_batches is split for world_size={train_batches.world_size}, "
-            f"but {world} process(es) are training"
-        )
-    max_steps = _check_int(max_steps, "max_steps")
-    eval_every = _check_int(eval_every, "eval_every")
-    eval_batches = _check_int(eval_batches, "eval_batches")
-    if checkpoint_every is not None:
-        checkpoint_every = _check_int(checkpoint_every, "checkpoint_every")
-    if grad_clip is not None:
-        grad_clip = _check_number(grad_clip, "grad_clip (the largest gradient norm; None: off)")
-        if grad_clip <= 0:
-            raise ValueError(
-                f"grad_clip must be > 0 (or None for no clipping), got {grad_clip!r}: a "
-                "norm of 0 or less would zero or flip every update"
-            )
-    for name, fn in (("lr_schedule", lr_schedule), ("on_eval", on_eval)):
-        if fn is not None and not callable(fn):
-            raise TypeError(f"{name} must be a function or None, got {fn!r}")
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress must be True or False, got {progress!r}")
-    if checkpoint_every is not None and checkpoint_path is None:
-        raise ValueError("checkpoint_every needs a checkpoint_path to write to")
-    if checkpoint_path is not None:
-        _checkpoint_file(checkpoint_path, 0)  # an unknown {field} fails now, not after hours
-    if hasattr(val_loader, "__len__") and len(val_loader) == 0:
-        raise ValueError("val_loader is empty: evaluation would have no batch to measure")
 
     # Read and check the whole training state before anything changes.
     step, data_position, tokens_seen = 0, 0, 0
@@ -555,12 +582,7 @@ def train(
             "tokens_seen": tokens_seen,
             "history": history,
             "rng_state": torch.get_rng_state(),
-            # what a resumed run must match to see the same batches
-            "batch_size": train_batches.batch_size,
-            "seed": getattr(train_batches, "seed", None),
-            "batches_per_epoch": len(train_batches),
-            "shuffle": getattr(train_batches, "shuffle", None),
-            "tokens_per_batch": getattr(train_batches, "tokens_per_batch", None),
+            **_batch_settings(train_batches),  # what a resumed run must match
         }
         config = getattr(raw, "cfg", None)
         save_checkpoint(
@@ -596,22 +618,7 @@ def train(
         loss_value = loss.item()
         if _on_any_rank(not math.isfinite(loss_value)):
             bar.close()
-            if math.isfinite(loss_value):  # only another rank's loss is bad
-                raise FloatingPointError(
-                    f"the training loss at step {step} is not finite on another "
-                    "data-parallel rank; stopped before the update"
-                )
-            if not bool((targets != -100).any()):
-                raise ValueError(
-                    f"train_batches[{data_position}] has no target to learn from (every "
-                    "target is -100, ignored), so its loss is undefined; no update was made"
-                )
-            raise FloatingPointError(
-                f"the training loss at step {step} is {loss_value} (not finite): training "
-                "diverged or the batch is broken; stopped before the update, and no "
-                "checkpoint was written from this state. Lower the learning rate or clip "
-                "the gradients (grad_clip)."
-            )
+            raise _non_finite_loss(step, loss_value, targets, data_position)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # under DDP this also averages the gradients over ranks
         if grad_clip is not None:
@@ -653,7 +660,7 @@ def sample_printer(encoding, prompt: str, max_new_tokens: int = 24) -> Callable:
     """An ``on_eval`` callback that prints the greedy continuation of ``prompt``."""
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    max_new_tokens = _check_int(max_new_tokens, "max_new_tokens")
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 1)
     ids = encoding.encode(prompt, allowed_special="all")
     if not ids:
         raise ValueError("prompt is empty: give at least one token of text")

@@ -22,8 +22,8 @@ from shared.alignment_eval import (
 from shared.bpe import get_encoding
 from shared.gpt import GPTConfig, GPTModel
 from shared.instruction_data import make_instruction_data
+from shared.prompts import format_prompt, format_response
 from shared.reward_model import ScalarModel
-from shared.sft import format_prompt, format_response
 from shared.tiny_world import make_world
 
 torch.set_num_threads(1)

@@ -123,7 +123,7 @@ def test_encode_arguments(tok):
         ({"max_new_tokens": 2.5}, TypeError, "max_new_tokens must be an int"),
         ({"max_new_tokens": "3"}, TypeError, "max_new_tokens must be an int"),
         ({"max_new_tokens": None}, TypeError, "max_new_tokens must be an int"),
-        ({"max_new_tokens": -1}, ValueError, "max_new_tokens must be >= 0"),
+        ({"max_new_tokens": -1}, ValueError, "max_new_tokens must be an int >= 0"),
         ({"temperature": "0.5"}, TypeError, "temperature must be a number"),
         ({"temperature": -1}, ValueError, "temperature must be a finite number >= 0"),
         ({"top_k": 2.5}, TypeError, "top_k must be a positive int"),
@@ -188,10 +188,10 @@ def test_generate_text_arguments(model):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"stride": 0}, ValueError, "stride must be at least 1, got 0"),
-        ({"stride": -3}, ValueError, "stride must be at least 1"),
+        ({"stride": 0}, ValueError, "stride must be an int >= 1, got 0"),
+        ({"stride": -3}, ValueError, "stride must be an int >= 1"),
         ({"stride": 2.5}, TypeError, "stride must be an int"),
-        ({"context_length": 0}, ValueError, "context_length must be at least 1"),
+        ({"context_length": 0}, ValueError, "context_length must be an int >= 1"),
         ({"batch_size": 2.5}, TypeError, "batch_size must be an int"),
         ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1"),
         ({"seed": 1.5}, TypeError, "seed must be an int"),
@@ -225,8 +225,8 @@ def test_stride_none_is_the_context_length_and_numpy_ints_work():
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"stride": 0}, ValueError, "stride must be at least 1"),
-        ({"num_workers": -1}, ValueError, "num_workers must be at least 0"),
+        ({"stride": 0}, ValueError, "stride must be an int >= 1"),
+        ({"num_workers": -1}, ValueError, "num_workers must be an int >= 0"),
         ({"shuffle": "no"}, TypeError, "shuffle must be True or False"),
         ({"drop_last": None}, TypeError, "drop_last must be True or False"),
         ({"seed": "1"}, TypeError, "seed must be an int"),

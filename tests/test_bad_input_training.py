@@ -156,11 +156,11 @@ def test_an_optimizer_over_part_of_the_model_is_fine():
 @pytest.mark.parametrize(
     ("changed", "message"),
     [
-        ({"batch_size": 8}, "batch_size=4, but train_batches has batch_size=8"),
-        ({"seed": 1}, "seed=0, but train_batches has seed=1"),
+        ({"batch_size": 8}, "batch_size=4 then, 8 now"),
+        ({"seed": 1}, "seed=0 then, 1 now"),
         ({"ids": IDS[:200]}, "batches_per_epoch"),
-        ({"shuffle": False}, "shuffle=True, but train_batches has shuffle=False"),
-        ({"context_length": 4}, "tokens_per_batch=32, but train_batches has tokens_per_batch=16"),
+        ({"shuffle": False}, "shuffle=True then, False now"),
+        ({"context_length": 4}, "tokens_per_batch=32 then, 16 now"),
     ],
 )
 def test_resume_with_other_batches_is_refused(tmp_path, changed, message):
@@ -199,7 +199,7 @@ def test_duck_typed_batches_train_and_resume(tmp_path):
     run(model, opt, max_steps=2, checkpoint_path=path, train_batches=InstructionBatches())
     assert read_checkpoint(path)["extra"]["batch_size"] == 2
     fresh, fresh_opt = setup(seed=3)
-    with pytest.raises(ValueError, match="batch_size=2, but train_batches has batch_size=3"):
+    with pytest.raises(ValueError, match="batch_size=2 then, 3 now"):
         run(fresh, fresh_opt, 3, resume_from=path, train_batches=InstructionBatches(3))
     run(fresh, fresh_opt, 3, resume_from=path, train_batches=InstructionBatches())
 

@@ -24,11 +24,12 @@ def _build_in_fresh_interpreter(out: Path) -> None:
     """
     code = (
         "import importlib.util, sys; from pathlib import Path\n"
+        "sys.path.insert(0, str(Path(sys.argv[1]).parent))  # its `common`, as when run\n"
         "spec = importlib.util.spec_from_file_location('make_data', sys.argv[1])\n"
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
         "module.build_corpora(Path(sys.argv[2]))\n"
     )
-    args = [sys.executable, "-c", code, str(DATA_DIR / "make_data.py"), str(out)]
+    args = [sys.executable, "-c", code, str(DATA_DIR / "scripts" / "make_data.py"), str(out)]
     subprocess.run(args, check=True, timeout=120)
 
 

@@ -268,7 +268,7 @@ def test_generate_text_round_trip() -> None:
         ({"top_k": 2.5}, TypeError, "top_k"),
         ({"top_p": 0.0}, ValueError, r"top_p must be in \(0, 1\]"),
         ({"top_p": 1.5}, ValueError, "top_p"),
-        ({"max_new_tokens": -1}, ValueError, "max_new_tokens must be >= 0"),
+        ({"max_new_tokens": -1}, ValueError, "max_new_tokens must be an int >= 0"),
         ({"eos_id": 64}, ValueError, "eos_id 64"),
     ],
 )

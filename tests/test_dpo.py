@@ -8,6 +8,7 @@ import torch
 
 from shared.dpo import (
     LOSS_TYPES,
+    DPOConfig,
     dpo_loss,
     encode_preference_pairs,
     pair_logprobs,
@@ -46,7 +47,7 @@ def test_initial_dpo_loss_with_policy_equal_to_reference_is_ln2(reference):
     assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
     assert metrics["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
     history = train_dpo(
-        policy, PAIRS, ref, steps=1, lr=1e-3, batch_size=4, progress=False, log_every=1
+        policy, PAIRS, ref, DPOConfig(steps=1, lr=1e-3, batch_size=4, log_every=1), progress=False
     )
     assert history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # measured before the step
 
@@ -116,9 +117,12 @@ def test_a_few_steps_separate_chosen_from_rejected(reference, loss_type):
     ref = reference_logprobs(reference, PAIRS) if loss_type != "simpo" else None
     beta = {"dpo": 0.5, "ipo": 0.5, "simpo": 2.0}[loss_type]
     history = train_dpo(
-        policy, PAIRS, ref, steps=25, lr=3e-3, beta=beta, loss_type=loss_type,
-        batch_size=4, progress=False, log_every=5,
-    )  # fmt: skip
+        policy,
+        PAIRS,
+        ref,
+        DPOConfig(steps=25, lr=3e-3, beta=beta, loss_type=loss_type, batch_size=4, log_every=5),
+        progress=False,
+    )
     assert history[-1]["rewards/margins"] > 0.45
     assert history[-1]["rewards/accuracies"] == 1.0
     assert history[-1]["loss"] < history[0]["loss"]
@@ -139,14 +143,9 @@ def test_training_is_deterministic_for_a_seed(reference):
                 policy,
                 PAIRS,
                 ref,
-                steps=4,
-                lr=1e-3,
-                batch_size=2,
-                seed=3,
+                DPOConfig(steps=4, lr=1e-3, batch_size=2, seed=3, log_every=2, loss_type="rdpo"),
                 progress=False,
-                log_every=2,
-                loss_type="rdpo",
-            )  # fmt: skip
+            )
         )
     assert runs[0] == runs[1] and [r["step"] for r in runs[0]] == [2, 4]
 
@@ -154,7 +153,11 @@ def test_training_is_deterministic_for_a_seed(reference):
 def test_orpo_trains_without_a_reference(reference):
     policy = copy.deepcopy(reference)
     history = train_dpo(
-        policy, PAIRS, None, steps=3, lr=1e-3, loss_type="orpo", batch_size=2, progress=False
+        policy,
+        PAIRS,
+        None,
+        DPOConfig(steps=3, lr=1e-3, loss_type="orpo", batch_size=2),
+        progress=False,
     )
     assert {"nll_loss", "log_odds_ratio", "rewards/margins"} <= set(history[-1])
 
@@ -167,7 +170,9 @@ def test_bad_input_names_the_parameter(reference):
         with pytest.raises(ValueError, match="beta"):
             dpo_loss(t(-1.0), t(-2.0), t(-1.0), t(-2.0), beta=beta)
         with pytest.raises(ValueError, match="beta"):
-            train_dpo(copy.deepcopy(reference), PAIRS, ref, 1, beta=beta, progress=False)
+            train_dpo(
+                copy.deepcopy(reference), PAIRS, ref, DPOConfig(steps=1, beta=beta), progress=False
+            )
     with pytest.raises(ValueError, match="chosen_logps"):
         dpo_loss(t(-1.0, -2.0), t(-2.0), t(-1.0), t(-2.0))
     with pytest.raises(ValueError, match="ref_chosen_logps"):
@@ -175,13 +180,29 @@ def test_bad_input_names_the_parameter(reference):
     with pytest.raises(ValueError, match="chosen_lengths"):
         dpo_loss(t(-1.0), t(-2.0), loss_type="simpo")
     with pytest.raises(ValueError, match="ref_logps"):
-        train_dpo(copy.deepcopy(reference), PAIRS[:3], ref, 1, batch_size=2, progress=False)
+        train_dpo(
+            copy.deepcopy(reference),
+            PAIRS[:3],
+            ref,
+            DPOConfig(steps=1, batch_size=2),
+            progress=False,
+        )
     with pytest.raises(ValueError, match="ref_logps"):
-        train_dpo(copy.deepcopy(reference), PAIRS, None, 1, batch_size=2, progress=False)
+        train_dpo(
+            copy.deepcopy(reference), PAIRS, None, DPOConfig(steps=1, batch_size=2), progress=False
+        )
     with pytest.raises(ValueError, match="loss_type"):
-        train_dpo(copy.deepcopy(reference), PAIRS, ref, 1, loss_type="ppo", progress=False)
+        train_dpo(
+            copy.deepcopy(reference),
+            PAIRS,
+            ref,
+            DPOConfig(steps=1, loss_type="ppo"),
+            progress=False,
+        )
     with pytest.raises(ValueError, match="batch_size"):
-        train_dpo(copy.deepcopy(reference), PAIRS, ref, 1, batch_size=5, progress=False)
+        train_dpo(
+            copy.deepcopy(reference), PAIRS, ref, DPOConfig(steps=1, batch_size=5), progress=False
+        )
     with pytest.raises(ValueError, match=r"pairs\[1\].*context_length"):
         reference_logprobs(reference, [PAIRS[0], ([1] * 10, [2] * 7, [3])])
     with pytest.raises(ValueError, match=r"pairs\[0\] has an empty rejected"):
@@ -215,13 +236,13 @@ def test_responses_are_encoded_exactly_as_sft_trained_on_them():
     import json
 
     import shared
-    from shared import bpe, sft
+    from shared import bpe, prompts, sft
 
     enc = bpe.get_encoding()
     entries = json.loads((shared.DATA_DIR / "instructions" / "train.json").read_text("utf-8"))
     entries = entries[:40]
     pairs = [
-        {"prompt": sft.format_prompt(e), "chosen": e["output"], "rejected": e["answer"] + "?"}
+        {"prompt": prompts.format_prompt(e), "chosen": e["output"], "rejected": e["answer"] + "?"}
         for e in entries
     ]
     encoded = encode_preference_pairs(pairs, enc, 128)
@@ -230,7 +251,7 @@ def test_responses_are_encoded_exactly_as_sft_trained_on_them():
         assert prompt + chosen == ids and len(prompt) == prompt_len
         assert enc.decode(chosen[:1]).startswith(" ")  # the leading space of format_response
         assert chosen[-1] == rejected[-1] == enc.eot_token
-        assert enc.decode(chosen[:-1]) == sft.format_response(e["output"])
+        assert enc.decode(chosen[:-1]) == prompts.format_response(e["output"])
 
 
 def test_bad_pairs_are_named():
@@ -259,13 +280,19 @@ def test_a_non_finite_loss_stops_training_before_the_weights_change(reference):
     broken = (ref[0].clone(), ref[1].clone())
     broken[1][2] = float("nan")
     with pytest.raises(FloatingPointError, match=r"pairs\[2\]"):
-        train_dpo(copy.deepcopy(reference), PAIRS, broken, 2, batch_size=2, progress=False)
+        train_dpo(
+            copy.deepcopy(reference),
+            PAIRS,
+            broken,
+            DPOConfig(steps=2, batch_size=2),
+            progress=False,
+        )
     policy = copy.deepcopy(reference)
     with torch.no_grad():
         policy.out_head.weight[3, 0] = float("inf")  # every logit row that uses it breaks
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     with pytest.raises(FloatingPointError, match=r"loss is nan at step 0"):
-        train_dpo(policy, PAIRS, ref, 3, lr=1e-3, batch_size=2, progress=False)
+        train_dpo(policy, PAIRS, ref, DPOConfig(steps=3, lr=1e-3, batch_size=2), progress=False)
     after = policy.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # no step was taken
 
@@ -274,9 +301,9 @@ def test_an_interrupted_run_resumes_to_the_same_result(reference, tmp_path, monk
     import shared.dpo as dpo
 
     ref = reference_logprobs(reference, PAIRS)
-    kwargs = dict(steps=6, lr=1e-3, batch_size=2, seed=1, progress=False, log_every=2)
+    kwargs = dict(steps=6, lr=1e-3, batch_size=2, seed=1, log_every=2)
     whole = copy.deepcopy(reference)
-    expected = train_dpo(whole, PAIRS, ref, **kwargs)
+    expected = train_dpo(whole, PAIRS, ref, DPOConfig(**kwargs), progress=False)
 
     state = tmp_path / "state.pt"
     calls = {"n": 0}
@@ -290,18 +317,37 @@ def test_an_interrupted_run_resumes_to_the_same_result(reference, tmp_path, monk
 
     monkeypatch.setattr(dpo, "pair_logprobs", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_dpo(copy.deepcopy(reference), PAIRS, ref, **kwargs, checkpoint_path=state,
-                  checkpoint_every=2)  # fmt: skip
+        train_dpo(
+            copy.deepcopy(reference),
+            PAIRS,
+            ref,
+            DPOConfig(checkpoint_every=2, **kwargs),
+            progress=False,
+            checkpoint_path=state,
+        )
     monkeypatch.setattr(dpo, "pair_logprobs", real)
     assert torch.load(state, weights_only=True)["step"] == 2
     resumed = copy.deepcopy(reference)
-    history = train_dpo(resumed, PAIRS, ref, **kwargs, checkpoint_path=state, checkpoint_every=2)
+    history = train_dpo(
+        resumed,
+        PAIRS,
+        ref,
+        DPOConfig(checkpoint_every=2, **kwargs),
+        progress=False,
+        checkpoint_path=state,
+    )
     assert history == expected
     for a, b in zip(whole.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="other settings"):
-        train_dpo(copy.deepcopy(reference), PAIRS, ref, **(kwargs | {"lr": 2e-3}),
-                  checkpoint_path=state)  # fmt: skip
+        train_dpo(
+            copy.deepcopy(reference),
+            PAIRS,
+            ref,
+            DPOConfig(**(kwargs | {"lr": 2e-3})),
+            progress=False,
+            checkpoint_path=state,
+        )
 
 
 def test_make_dpo_keeps_the_last_good_checkpoint_when_the_loss_is_not_finite(
@@ -313,7 +359,8 @@ def test_make_dpo_keeps_the_last_good_checkpoint_when_the_loss_is_not_finite(
     import shared
     from shared.checkpoints import save_checkpoint
 
-    spec = importlib.util.spec_from_file_location("make_dpo", shared.DATA_DIR / "dpo.py")
+    script = shared.DATA_DIR / "scripts" / "dpo.py"
+    spec = importlib.util.spec_from_file_location("make_dpo", script)
     make_dpo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_dpo)
     cache = tmp_path / "cache"

@@ -17,6 +17,7 @@ import torch
 
 from shared import judge_client
 from shared.bpe import get_encoding
+from shared.chat import ChatModel
 from shared.gpt import GPTConfig, GPTModel
 from shared.judge_client import (
     ChatResult,
@@ -28,7 +29,7 @@ from shared.judge_client import (
     list_models,
     server_available,
 )
-from shared.judge_server import ChatModel, create_app, serve_in_background
+from shared.judge_server import create_app, serve_in_background
 
 ENC = get_encoding()
 CFG = GPTConfig(
@@ -183,15 +184,15 @@ def test_arguments_are_checked_before_anything_is_sent() -> None:
         chat(QUESTION, "")
     with pytest.raises(ValueError, match="url must start with http"):
         chat(QUESTION, "tiny", url="127.0.0.1:11434")
-    with pytest.raises(ValueError, match="temperature must be >= 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
         chat(QUESTION, "tiny", temperature=-1)
     with pytest.raises(TypeError, match="seed must be an int"):
         chat(QUESTION, "tiny", seed=1.5)
-    with pytest.raises(ValueError, match="num_ctx must be >= 1"):
+    with pytest.raises(ValueError, match="num_ctx must be an int >= 1"):
         chat(QUESTION, "tiny", num_ctx=0)
-    with pytest.raises(ValueError, match="timeout must be > 0"):
+    with pytest.raises(ValueError, match="timeout must be a finite number > 0"):
         chat(QUESTION, "tiny", timeout=0)
-    with pytest.raises(ValueError, match="retries must be >= 0"):
+    with pytest.raises(ValueError, match="retries must be an int >= 0"):
         chat(QUESTION, "tiny", retries=-1)
     with pytest.raises(TypeError, match=r"prompt_or_messages\[0\]\['content'\]"):
         chat([{"role": "user", "content": None}], "tiny")

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from shared.bpe import get_encoding
+from shared.chat import ChatModel
 from shared.gpt import GPTConfig, GPTModel
-from shared.judge_server import ChatModel, create_app, serve_in_background
+from shared.judge_server import create_app, serve_in_background
 
 ollama = pytest.importorskip("ollama")
 

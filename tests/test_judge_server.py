@@ -1,5 +1,6 @@
-"""Tests of shared.judge_server: Ollama's endpoints and formats, every error code, stream and
-non-stream agreeing, determinism, the decoding steps of shared.decoding, serving in a thread.
+"""Tests of shared.judge_server and shared.chat: Ollama's endpoints and formats, every error
+code, stream and non-stream agreeing, determinism, the decoding steps of shared.decoding,
+serving in a thread.
 
 The models are tiny random GPTs with the project's tokenizer; ``ScriptedGPT`` forces the
 tokens it writes (or fails on purpose) where a test needs to know the answer in advance.
@@ -19,25 +20,27 @@ import torch
 from fastapi.testclient import TestClient
 
 from shared.bpe import get_encoding
+from shared.chat import (
+    PROMPT_TEMPLATES,
+    AnswerText,
+    ChatModel,
+    ContextLengthError,
+    GenerationOptions,
+    alpaca_prompt,
+    load_chat_model,
+    raw_prompt,
+)
 from shared.checkpoints import save_checkpoint
 from shared.decoding import generate
 from shared.gpt import GPTConfig, GPTModel
 from shared.judge_server import (
-    PROMPT_TEMPLATES,
-    ChatModel,
-    ContextLengthError,
-    GenerationOptions,
-    _AnswerText,
-    alpaca_prompt,
     check_loopback,
     create_app,
-    load_chat_model,
     main,
     parse_model_spec,
-    raw_prompt,
     serve_in_background,
 )
-from shared.sft import PHI3_SPECIALS, extend_encoding
+from shared.prompts import PHI3_SPECIALS, extend_encoding
 
 ENC = get_encoding()
 CFG = GPTConfig(
@@ -507,12 +510,12 @@ def test_generation_options_defaults_and_conversions() -> None:
 
 
 def test_answer_text_holds_back_what_may_begin_a_stop_string() -> None:
-    t = _AnswerText(" ", ["</s>"])
+    t = AnswerText(" ", ["</s>"])
     assert [t.feed(p) for p in [" ", "Hi", " <", "/", "s", ">tail"]] == ["", "Hi", " ", "", "", ""]
     assert t.stopped
-    t = _AnswerText("", ["</s>"])
+    t = AnswerText("", ["</s>"])
     assert t.feed("a <") == "a " and t.feed("b") == "<b" and t.feed("<") == "" and t.finish() == "<"
-    t = _AnswerText(" ", [])
+    t = AnswerText(" ", [])
     assert t.feed("x") == "x"  # no lead after all: nothing is dropped
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -20,14 +21,13 @@ from fastapi.testclient import TestClient
 from test_judge_server import CFG, ENC, GREEDY, HI, make_model  # the same tiny models
 
 from shared import judge_server
+from shared.chat import ChatModel
 from shared.gpt import GPTConfig, GPTModel
-from shared.judge_server import (
-    MAX_BODY_BYTES,
-    ChatModel,
-    burst,
-    create_app,
-    serve_in_background,
-)
+from shared.judge_server import MAX_BODY_BYTES, create_app, serve_in_background
+from shared.runtime import REPO_DIR
+
+sys.path.insert(0, str(REPO_DIR / "bench"))  # the load-test client is a script there
+from judge_burst import burst  # noqa: E402
 
 # No proxy: an http_proxy variable would send even 127.0.0.1 through it.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

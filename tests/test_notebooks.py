@@ -3,7 +3,7 @@
 Chapters are ``notebooks/NN_<name>.ipynb``; the solutions of a chapter's exercises are
 ``notebooks/solutions/NN_<name>_solutions.ipynb``, with lighter conventions (the Colab cell,
 a "# Chapter N ..." title, ``shared.setup()``, at least one assert). Both are committed
-executed and cleaned by ``tests/run_notebooks.py``.
+executed and cleaned by ``tests/tools/run_notebooks.py``.
 """
 
 import json

@@ -10,6 +10,7 @@ import pytest
 from shared import gold
 from shared import instruction_data as idata
 from shared import preference_data as pdata
+from shared.prompts import format_prompt
 from shared.tiny_world import make_world
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -53,7 +54,6 @@ def test_held_out_people_only_in_held_out_pairs(entries, pairs):
 
 
 def test_the_prompt_is_the_alpaca_prompt(pairs):
-    from shared.sft import format_prompt
 
     p = pairs[0]
     assert p["prompt"] == format_prompt(p, "alpaca")

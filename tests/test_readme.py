@@ -13,7 +13,7 @@ def test_the_chapter_table_is_the_generated_one():
     readme = (ROOT / "README.md").read_text("utf-8")
     expected = readme_table.readme_with_table(readme, readme_table.table())
     assert readme == expected, (
-        "the chapter table is stale: run `python tests/readme_table.py --write`"
+        "the chapter table is stale: run `python tests/tools/readme_table.py --write`"
     )
 
 

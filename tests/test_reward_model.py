@@ -96,17 +96,16 @@ def _toy_pairs(n=32):
 
 
 def test_training_ranks_toy_pairs_and_resumes_identically(tmp_path):
-    from shared.reward_model import score_pairs, train_reward_model
+    from shared.reward_model import RewardConfig, score_pairs, train_reward_model
 
     pairs = _toy_pairs()
     torch.manual_seed(0)
     base = GPTModel(CFG)
     c, r = score_pairs(ScalarModel(base), pairs, pad_id=0)
     assert (c > r).float().mean() == 0  # all scores are 0 before training
-    args = dict(steps=30, pad_id=0, lr=3e-3, batch_size=8, seed=3, progress=False)
-    args |= dict(eval_every=10)
+    config = RewardConfig(steps=30, pad_id=0, lr=3e-3, batch_size=8, seed=3, eval_every=10)
     full = ScalarModel(base)
-    history = train_reward_model(full, pairs, evaluate_on=pairs, **args)
+    history = train_reward_model(full, pairs, config, evaluate_on=pairs, progress=False)
     assert history["steps"] == [10, 20, 30]
     assert history["eval_accuracy"][-1] == 1.0 and history["eval_margin"][-1] > 0
     assert history["loss"][-1] < history["loss"][0]
@@ -127,26 +126,30 @@ def test_training_ranks_toy_pairs_and_resumes_identically(tmp_path):
     try:
         with pytest.raises(KeyboardInterrupt):
             train_reward_model(
-                ScalarModel(base), pairs, checkpoint_path=path, checkpoint_every=10, **args
+                ScalarModel(base), pairs, config, checkpoint_path=path, progress=False
             )
     finally:
         rm_module.bradley_terry_loss = real_loss
     resumed = ScalarModel(base)
-    again = train_reward_model(resumed, pairs, checkpoint_path=path, checkpoint_every=10, **args)
+    again = train_reward_model(resumed, pairs, config, checkpoint_path=path, progress=False)
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
     assert again["steps"] == [10, 20, 30]
 
 
 def test_resume_refuses_other_settings(tmp_path):
-    from shared.reward_model import train_reward_model
+    from shared.reward_model import RewardConfig, train_reward_model
 
     pairs = _toy_pairs(16)
     path = tmp_path / "rm_state.pt"
     model = ScalarModel(GPTModel(CFG))
-    train_reward_model(model, pairs, 4, 0, batch_size=8, checkpoint_path=path, progress=False)
-    with pytest.raises(ValueError, match="delete it"):
-        train_reward_model(model, pairs, 4, 0, batch_size=4, checkpoint_path=path, progress=False)
+    train_reward_model(
+        model, pairs, RewardConfig(steps=4, batch_size=8), checkpoint_path=path, progress=False
+    )
+    with pytest.raises(ValueError, match="batch_size=8 then, 4 now.*delete the file"):
+        train_reward_model(
+            model, pairs, RewardConfig(steps=4, batch_size=4), checkpoint_path=path, progress=False
+        )
 
 
 def test_encode_pairs_refuses_too_long():

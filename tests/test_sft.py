@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from shared import bpe, sft
+from shared import bpe, prompts, sft
 from shared.gpt import GPTConfig, GPTModel
 from shared.training import make_optimizer, train
 
@@ -19,29 +19,29 @@ SPELLING = {
 
 
 def test_alpaca_template_is_the_lectures():
-    text = sft.format_example(SPELLING)
+    text = prompts.format_example(SPELLING)
     assert text == (
         "Below is an instruction that describes a task. Write a response that appropriately "
         "completes the request.\n\n### Instruction:\nIdentify the correct spelling of the "
         "following word.\n\n### Input:\nOcassion\n\n### Response:\n The correct spelling is "
         "'Occasion.'"
     )  # the lecture's template; the response follows it after a space (RESPONSE_LEAD)
-    no_input = sft.format_prompt({**SPELLING, "input": ""})
+    no_input = prompts.format_prompt({**SPELLING, "input": ""})
     assert "### Input" not in no_input and no_input.endswith("### Response:\n")
 
 
 def test_phi3_template():
-    assert sft.format_example(SPELLING, "phi3") == (
+    assert prompts.format_example(SPELLING, "phi3") == (
         "<|user|>\nIdentify the correct spelling of the following word.\nOcassion\n"
         "<|assistant|>\n The correct spelling is 'Occasion.'<|end|>"
     )
     with pytest.raises(ValueError, match="template must be one of"):
-        sft.format_prompt(SPELLING, "chatml")
+        prompts.format_prompt(SPELLING, "chatml")
 
 
 def test_the_response_starts_with_a_word_the_base_model_knows():
-    prompt = sft.format_prompt({"instruction": "Where does Nabo live?", "input": ""})
-    full = sft.format_example(
+    prompt = prompts.format_prompt({"instruction": "Where does Nabo live?", "input": ""})
+    full = prompts.format_example(
         {"instruction": "Where does Nabo live?", "input": "", "output": "Nabo lives in Corton."}
     )
     ids, prompt_ids = ENC.encode(full), ENC.encode(prompt)
@@ -50,14 +50,14 @@ def test_the_response_starts_with_a_word_the_base_model_knows():
 
 
 def test_extend_encoding_keeps_old_ids():
-    enc = sft.extend_encoding(ENC, sft.PHI3_SPECIALS)
+    enc = prompts.extend_encoding(ENC, prompts.PHI3_SPECIALS)
     assert enc.n_vocab == ENC.n_vocab + 3
     text = "Nabo lives in Rushcombe.<|endoftext|>"
     assert enc.encode(text, allowed_special="all") == ENC.encode(text, allowed_special="all")
     ids = enc.encode("<|user|>hi<|end|>", allowed_special="all")
     assert ids[0] == ENC.n_vocab and ids[-1] == ENC.n_vocab + 2
     with pytest.raises(TypeError, match="list of strings"):
-        sft.extend_encoding(ENC, "<|user|>")
+        prompts.extend_encoding(ENC, "<|user|>")
 
 
 @pytest.mark.parametrize("tie", [True, False])
@@ -167,7 +167,9 @@ def test_sampled_responses_repeat_with_the_same_seed(one_thread):
 
     assert sample(1) == sample(1)
     assert sample(1) != sample(2)
-    assert sft.format_response("x", "phi3") == " x<|end|>" and sft.format_response("x") == " x"
+    assert (
+        prompts.format_response("x", "phi3") == " x<|end|>" and prompts.format_response("x") == " x"
+    )
 
 
 def test_matches_and_table():

@@ -1,4 +1,4 @@
-"""Train the reward model on preference pairs: ``python data/rm.py`` (``make rm``).
+"""Train the reward model on preference pairs: ``python data/scripts/rm.py`` (``make rm``).
 
 Starts from the released SFT model (``data/checkpoints/sft.pt``): its backbone gets a scalar
 head (``shared.reward_model.ScalarModel``) and learns, with the Bradley–Terry loss, to score
@@ -23,32 +23,22 @@ Interrupted runs continue where they stopped (``data/cache/rm_*``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
+from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, digest, load_json
 
-try:
-    import shared
-except ImportError:  # run from a clone where `shared` is not pip-installed
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import shared
+import shared
 from shared import bpe, preference_data, sft
 from shared import reward_model as rmod
 from shared.checkpoints import load_model, save_checkpoint
 from shared.files import write_json
 from shared.tiny_world import make_world
 
-DATA_DIR = Path(__file__).resolve().parent
-CACHE = DATA_DIR / "cache"
 SETTINGS = dict(steps=450, batch_size=16, lr=2e-4, warmup_steps=20, samples=4, temperature=1.0)
-
-
-def load_json(path: Path):
-    return json.loads(path.read_text("utf-8"))
 
 
 def sample_pairs(model, encoding, entries: list[dict], seed: int, progress: bool) -> list[dict]:
@@ -71,8 +61,6 @@ def sample_pairs(model, encoding, entries: list[dict], seed: int, progress: bool
 
 def accuracy_table(pairs: list[dict], chosen: torch.Tensor, rejected: torch.Tensor) -> dict:
     """Share of pairs ranked right, per kind and pair type, per kind, per type and overall."""
-    import pandas as pd
-
     df = pd.DataFrame(
         {
             "kind": [p["kind"] for p in pairs],
@@ -90,11 +78,9 @@ def accuracy_table(pairs: list[dict], chosen: torch.Tensor, rejected: torch.Tens
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=SETTINGS["steps"])
-    parser.add_argument("--out-dir", type=Path, default=DATA_DIR / "checkpoints")
-    parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--sft", type=Path, default=DATA_DIR / "checkpoints" / "sft.pt")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
+    add_common_flags(parser)
+    parser.add_argument("--sft", type=Path, default=CHECKPOINTS / "sft.pt")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     shared.setup(seed=args.seed, scale="small", quiet=True)
@@ -107,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     ctx = policy.cfg.context_length
 
     rule = {s: load_json(DATA_DIR / "preferences" / f"{s}.json") for s in ("train", "test")}
-    sft_digest = hashlib.sha256(args.sft.read_bytes()).hexdigest()
+    sft_digest = digest(args.sft)
     sampled_path = CACHE / f"rm_pairs_sampled_{args.seed}_{sft_digest[:12]}.json"
     if sampled_path.is_file():
         sampled = load_json(sampled_path)
@@ -132,21 +118,23 @@ def main(argv: list[str] | None = None) -> dict:
     model = rmod.ScalarModel(policy)
     pad = encoding.eot_token
     before = rmod.score_pairs(model, test_ids, pad)
-    history = rmod.train_reward_model(
-        model,
-        train_ids,
-        args.steps,
-        pad,
+    config = rmod.RewardConfig(
+        steps=args.steps,
         lr=SETTINGS["lr"],
         batch_size=SETTINGS["batch_size"],
         warmup_steps=SETTINGS["warmup_steps"],
+        pad_id=pad,
         seed=args.seed,
-        evaluate_on=test_ids[::4],
         eval_every=50,
-        checkpoint_path=CACHE / f"rm_{args.steps}_{sft_digest[:12]}_state.pt",
         checkpoint_every=50,
+    )
+    history = rmod.train_reward_model(
+        model,
+        train_ids,
+        config,
+        evaluate_on=test_ids[::4],
+        checkpoint_path=CACHE / f"rm_{args.steps}_{sft_digest[:12]}_state.pt",
         progress=progress,
-        tokenizer=encoding,
     )
 
     out = args.out_dir

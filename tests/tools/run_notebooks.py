@@ -6,9 +6,9 @@ directory with a fresh kernel, at the scale given by ``LLMS_SCALE`` (default ``t
 scale CI checks). The chapters run first, then the exercise solutions
 (``notebooks/solutions/NN_<name>_solutions.ipynb``).
 
-    python tests/run_notebooks.py                      # every notebook, in order
-    python tests/run_notebooks.py notebooks/02_*.ipynb # some of them
-    python tests/run_notebooks.py --clean-only ...     # only clean, do not execute
+    python tests/tools/run_notebooks.py                      # every notebook, in order
+    python tests/tools/run_notebooks.py notebooks/02_*.ipynb # some of them
+    python tests/tools/run_notebooks.py --clean-only ...     # only clean, do not execute
 
 So that running twice gives the same file except for what really changed (timings, trained
 numbers), cleaning also
@@ -33,7 +33,7 @@ import nbformat
 
 from shared.files import atomic_open
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 SOLUTIONS = NOTEBOOKS / "solutions"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

@@ -1,14 +1,14 @@
 """``make bench``: every speed figure of the project in one markdown table.
 
-    python tests/bench_all.py [--out bench/RESULTS.md] [--quick]
+    python bench/bench_all.py [--out bench/RESULTS.md] [--quick]
 
 Runs, one after another on an otherwise idle machine: the tokenizer benchmark
 (``bench_bpe.py``), training speed against the lean reference (``bench_training.py``), the
 KV cache at a 1024-token context (``bench_kv_cache.py``) and a burst of 32 requests to the
 judge server with the released SFT model. Then adds the per-notebook wall time and peak
-memory at the CI scale (``bench/notebooks.json``, written by ``tests/bench_notebooks.py``)
+memory at the CI scale (``bench/notebooks.json``, written by ``bench/bench_notebooks.py``)
 and the last recorded ``make test`` time (``bench/make_test.json``, written by
-``tests/timed_make.py --json``). Prints the table and writes it to ``--out``.
+``tests/tools/timed_make.py --json``). Prints the table and writes it to ``--out``.
 
 Ratios are measured within one run; absolute figures hold for the machine named at the top.
 ``--quick`` takes fewer rounds (a rougher table in about half the time).
@@ -47,7 +47,9 @@ def machine() -> str:
 
 def judge_server_burst(n: int = 32) -> dict | None:
     """A burst of ``n`` concurrent chat requests to the released SFT model, served locally."""
-    from shared.judge_server import burst, create_app, load_chat_model, serve_in_background
+    from judge_burst import burst
+
+    from shared.judge_server import create_app, load_chat_model, serve_in_background
 
     path = DATA_DIR / "checkpoints" / "sft.pt"
     if not path.is_file():
@@ -199,7 +201,7 @@ def main() -> None:
         figures["judge_server"] = judge_server_burst()
     figures["notebooks"] = read_json("notebooks.json")
     figures["make_test"] = read_json("make_test.json")
-    text = "# Benchmarks\n\nWritten by `make bench` (`tests/bench_all.py`).\n\n" + table(figures)
+    text = "# Benchmarks\n\nWritten by `make bench` (`bench/bench_all.py`).\n\n" + table(figures)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     (args.out.with_suffix(".json")).write_text(json.dumps(figures, indent=1, default=str) + "\n")

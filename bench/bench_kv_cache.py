@@ -1,6 +1,6 @@
 """How much faster is generation with a KV cache? Same model, same tokens, one run.
 
-    python tests/bench_kv_cache.py [--new-tokens 256] [--repeats 2] [--json out.json]
+    python bench/bench_kv_cache.py [--new-tokens 256] [--repeats 2] [--json out.json]
 
 Generates ``--new-tokens`` greedy tokens with and without the cache, asserts that the
 tokens are identical, and prints tokens/s both ways and the ratio, in three settings:

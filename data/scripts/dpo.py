@@ -1,4 +1,4 @@
-"""Preference-tune the SFT model with DPO: ``python data/dpo.py`` (``make dpo``).
+"""Preference-tune the SFT model with DPO: ``python data/scripts/dpo.py`` (``make dpo``).
 
 Starts from the released SFT model (``data/checkpoints/sft.pt``), which is also the frozen
 reference: its log-probs of every training pair are computed once (``shared.dpo``). The
@@ -32,29 +32,24 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import hashlib
 import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, digest, key_of, load_json
 
-try:
-    import shared
-except ImportError:  # run from a clone where `shared` is not pip-installed
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import shared
+import shared
 from shared import bpe, gold, sft
 from shared import dpo as dpo_lib
 from shared import reward_model as rmod
 from shared.alignment_eval import evaluate_policy
 from shared.checkpoints import load_model, save_checkpoint
 from shared.files import write_json
+from shared.prompts import format_prompt, format_response
+from shared.train_state import data_digest, load_state, save_state
 
-DATA_DIR = Path(__file__).resolve().parent
-CACHE = DATA_DIR / "cache"
-CHECKPOINTS = DATA_DIR / "checkpoints"
 # Round 1 (the released model): DPO on every training pair.
 SETTINGS = dict(loss_type="dpo", beta=0.1, lr=1e-4, steps=150, batch_size=16, warmup_steps=10)
 # The comparison runs: shorter, all of the same length.
@@ -73,18 +68,6 @@ BETAS = (0.01, 0.05, 0.1, 0.5)
 ROUND2 = dict(prompts=240, samples=4, temperature=1.0, beta=0.1, lr=5e-5, steps=30)
 STYLES = ("preferred", "curt", "padded", "cut", "empty")
 KL_NEW_TOKENS = 40  # sampled continuation length for the KL estimate (as in generation)
-
-
-def load_json(path: Path):
-    return json.loads(path.read_text("utf-8"))
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-
-
-def key_of(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------- evaluation ----
@@ -154,19 +137,11 @@ class Evaluator:
 def train_run(name, policy, pairs, ref, settings, args, pad_id: int, log_every=10):
     """``train_dpo`` with a resumable state in the cache; a non-finite loss is fatal."""
     state = CACHE / f"dpo_{name}_state.pt"
-    kwargs = {k: v for k, v in settings.items() if k not in ("steps",)}
+    config = dpo_lib.DPOConfig(
+        **settings, seed=args.seed, log_every=log_every, pad_id=pad_id, checkpoint_every=40
+    )
     history = dpo_lib.train_dpo(
-        policy,
-        pairs,
-        ref,
-        settings["steps"],
-        seed=args.seed,
-        progress=not args.no_progress,
-        log_every=log_every,
-        pad_id=pad_id,
-        checkpoint_path=state,
-        checkpoint_every=40,
-        **kwargs,
+        policy, pairs, ref, config, progress=not args.no_progress, checkpoint_path=state
     )
     return history, state
 
@@ -187,14 +162,15 @@ def train_and_release(name, policy, pairs, ref, settings, args, path: Path, enco
     last good checkpoint stays. Returns ``(released model, history)``.
     """
     weights = CACHE / f"dpo_{name}_weights.pt"
-    if weights.is_file():
-        saved = torch.load(weights, weights_only=True)
+    run = {**settings, "seed": args.seed, "pairs": data_digest(pairs)}
+    saved = load_state(weights, run)
+    if saved is not None:
         policy.load_state_dict(saved["policy"])
         history = saved["history"]
     else:
         print(f"{name}: {len(pairs)} pairs, {settings}")
         history, state = train_run(name, policy, pairs, ref, settings, args, encoding.eot_token)
-        torch.save({"policy": policy.state_dict(), "history": history}, weights)
+        save_state(weights, run, {"policy": policy.state_dict(), "history": history})
         state.unlink(missing_ok=True)
     return release(policy, path, encoding, settings["steps"], extra), history
 
@@ -215,9 +191,9 @@ def sample_round2_pairs(policy, rm_model, encoding, entries, seed, progress) -> 
         texts = sorted({s[i] for s in samples if s[i].strip()})  # distinct, non-empty
         if len(texts) < 2:
             continue
-        prompt = encoding.encode(sft.format_prompt(e), allowed_special="all")
+        prompt = encoding.encode(format_prompt(e), allowed_special="all")
         seqs = [
-            prompt + encoding.encode(sft.format_response(t), allowed_special="all") + [pad]
+            prompt + encoding.encode(format_response(t), allowed_special="all") + [pad]
             for t in texts
         ]
         with torch.no_grad():
@@ -230,7 +206,7 @@ def sample_round2_pairs(policy, rm_model, encoding, entries, seed, progress) -> 
         agree[{"A": "agree", "tie": "tie", "B": "disagree"}[verdict]] += 1
         pairs.append(
             {
-                "prompt": sft.format_prompt(e),
+                "prompt": format_prompt(e),
                 "chosen": texts[best],
                 "rejected": texts[worst],
                 "chosen_score": scores[best],
@@ -261,9 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rm", type=Path, default=CHECKPOINTS / "rm.pt")
     parser.add_argument("--sampled-pairs", type=Path, default=CHECKPOINTS / "rm_pairs_sampled.json")
     parser.add_argument("--skip-comparisons", action="store_true", help="round 1 and 2 only")
-    parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    add_common_flags(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     shared.setup(seed=args.seed, scale="small", quiet=True)
@@ -304,12 +278,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     base_key = key_of(digest(sft_path), len(train_ids), len(sampled), args.seed)
     ref_path = CACHE / f"dpo_ref_{base_key}.pt"
-    if ref_path.is_file():
-        ref = tuple(torch.load(ref_path, weights_only=True))
+    ref_run = {"pairs": data_digest(train_ids)}
+    saved = load_state(ref_path, ref_run)
+    if saved is not None:
+        ref = (saved["chosen"], saved["rejected"])
     else:
         print("reference log-probs of the training pairs (once) ...")
         ref = dpo_lib.reference_logprobs(sft_model, train_ids, batch_size=32, pad_id=pad)
-        torch.save(list(ref), ref_path)
+        save_state(ref_path, ref_run, {"chosen": ref[0], "rejected": ref[1]})
     evaluate = Evaluator(sft_model, enc, entries, test_ids, rm_model, seed=args.seed)
     # the comparison runs are measured on every other held-out prompt
     quick = Evaluator(sft_model, enc, entries[::2], test_ids, rm_model, seed=args.seed)

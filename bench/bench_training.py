@@ -1,6 +1,6 @@
 """How fast does a GPT train on this CPU, against a lean reference and the matmul rate?
 
-    python tests/bench_training.py [--scales tiny small] [--batch-size 16] [--rounds 4]
+    python bench/bench_training.py [--scales tiny small] [--batch-size 16] [--rounds 4]
 
 For each ``MODEL_PRESETS`` size, times full training steps (forward, backward, clipping,
 AdamW) of three models with the same weights and optimizer, on the same batch:
@@ -9,7 +9,7 @@ AdamW) of three models with the same weights and optimizer, on the same batch:
   write out (hand-written LayerNorm and GELU, three projections, explicit attention);
 - ``fused``: ``GPTModel`` as it trains by default (``F.layer_norm``, ``F.gelu``, one
   matmul for q, k, v, ``F.scaled_dot_product_attention``), the same function;
-- ``lean``: ``tests/lean_gpt.py``, the short nanoGPT-style model, the reference, with
+- ``lean``: ``bench/lean_gpt.py``, the short nanoGPT-style model, the reference, with
   AdamW as nanoGPT sets it up (fused kernel on CUDA only; ``shared.training.make_optimizer``
   uses the fused kernel on CPU too, part of the project's fast path).
 
@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 import torch
-from lean_gpt import LeanGPT  # tests/ is on the path when run as a script
+from lean_gpt import LeanGPT  # bench/ is on the path when run as a script
 
 import shared
 from shared.gpt import MODEL_PRESETS, GPTModel

@@ -1,4 +1,4 @@
-"""Train the judge of chapter 12: ``python data/judge.py`` (``make judge``).
+"""Train the judge of chapter 12: ``python data/scripts/judge.py`` (``make judge``).
 
 The judge reads the lecture's 1-5 rubric prompt (an instruction, a reference answer, a
 response) and writes "Evaluation: ... Total rating: N", or reads the pairwise prompt and
@@ -26,7 +26,7 @@ Three steps, each resumable (state in ``data/cache/judge_*``):
    (``SharedPrefix``), which makes a rubric batch about four times cheaper.
 
 Then the released judge (bfloat16, ``context_length`` 1024 in its config, the tokenizer
-recorded) is measured through ``shared.judge_server.ChatModel`` (the same code the server
+recorded) is measured through ``shared.chat.ChatModel`` (the same code the server
 runs, greedy decoding) on held-out items: rule-made responses to the test/validation
 instructions, which ask about people the training items never show, and the real
 responses of the SFT, DPO and PPO models. Writes into ``--out-dir``:
@@ -47,31 +47,25 @@ import copy
 import functools
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, load_split
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-try:
-    import shared
-except ImportError:  # run from a clone where `shared` is not pip-installed
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import shared
+import shared
 from shared import bpe, gold, sft
 from shared import judge_data as jd
+from shared.chat import ChatModel
 from shared.checkpoints import load_model, save_checkpoint
 from shared.files import write_json
 from shared.gpt import GPTModel
-from shared.judge_server import ChatModel
 from shared.tiny_world import make_world
 from shared.training import TokenBatches, lr_at, make_optimizer, train
 
-DATA_DIR = Path(__file__).resolve().parent
-CACHE = DATA_DIR / "cache"
 CONTEXT = 1024
 SETTINGS = dict(
     long_steps=150,
@@ -88,10 +82,6 @@ SETTINGS = dict(
 )
 EVAL = dict(rule=120, sft=100, dpo=100, ppo=60, pairs=80)
 OPTIONS = dict(temperature=0, seed=0, num_predict=80)
-
-
-def load_split(name: str) -> list[dict]:
-    return json.loads((DATA_DIR / "instructions" / f"{name}.json").read_text("utf-8"))
 
 
 def extend_context(model: GPTModel, context: int) -> GPTModel:
@@ -126,7 +116,7 @@ def training_items(train: list[dict], world, seed: int) -> tuple[list[dict], lis
     ratings = rng.sample(ratings, SETTINGS["rating_items"])
     half = SETTINGS["pairwise_items"] // 2
     pairs = jd.make_pairwise_items(rng.sample(train, half), world, seed=seed + 1, per_entry=1)
-    swapped = [jd._pair_item(p, p["b"], p["a"], p["variant"], world) for p in pairs]
+    swapped = [jd.pair_item(p, p["b"], p["a"], p["variant"], world) for p in pairs]
     pairs += swapped
     rng.shuffle(pairs)
     return ratings, pairs
@@ -376,10 +366,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-lr", type=float, help="override the judge fine-tuning peak lr")
     parser.add_argument("--eval-scale", type=float, default=1.0, help="share of the eval sets")
     parser.add_argument("--checkpoint-every", type=int, default=20)
-    parser.add_argument("--out-dir", type=Path, default=DATA_DIR / "checkpoints")
-    parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
+    add_common_flags(parser)
     parser.add_argument("--only-arena", action="store_true", help="the arena battles only")
     args = parser.parse_args(argv)
     start = time.perf_counter()

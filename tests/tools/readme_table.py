@@ -1,4 +1,4 @@
-"""The README's chapter table, made from the committed notebooks: ``python tests/readme_table.py``.
+"""The README's chapter table, made from the committed notebooks: ``python tests/tools/readme_table.py``.
 
 Each row's headline figure is read from the notebook's committed outputs (a pattern over
 its printed text), its CI time from ``bench/notebooks.json`` (written by ``make bench``,
@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 TIMES = ROOT / "bench" / "notebooks.json"
 BEGIN, END = "<!-- chapters:begin -->", "<!-- chapters:end -->"

@@ -1,4 +1,4 @@
-"""Wall time and peak memory of every notebook at the CI scale: ``python tests/bench_notebooks.py``.
+"""Wall time and peak memory of every notebook at the CI scale: ``python bench/bench_notebooks.py``.
 
 Each chapter and solution notebook is executed (``LLMS_SCALE=tiny``, as ``make test`` runs
 them) from a temporary copy, so the committed notebooks are not touched. Peak memory is the

@@ -1,6 +1,6 @@
 """Run make targets one after another and print how long each took: ``make test`` uses it.
 
-    python3 tests/timed_make.py [--json bench/make_test.json] setup lint unit nbval test-browser
+    python3 tests/tools/timed_make.py [--json bench/make_test.json] setup lint unit nbval test-browser
 
 Stops at the first target that fails (with its exit code), after printing the times so far.
 With ``--json`` the times are also written to that file (``make bench`` reports them).

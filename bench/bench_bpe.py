@@ -2,7 +2,7 @@
 trainer and tiktoken's educational trainer, and encoding speed against ``tiktoken.Encoding``.
 A script, not a test:
 
-    .venv/bin/python tests/bench_bpe.py [--sample-chars 80000] [--sample-vocab 512]
+    .venv/bin/python bench/bench_bpe.py [--sample-chars 80000] [--sample-vocab 512]
 
 Figures are wall-clock times on whatever else the machine is doing, so read the ratios
 (both sides measured in the same run), not the absolute numbers.

@@ -1,4 +1,4 @@
-"""Instruction-tune the released base model: ``python data/sft.py`` (``make sft``).
+"""Instruction-tune the released base model: ``python data/scripts/sft.py`` (``make sft``).
 
 Starts from ``data/checkpoints/base_small.pt`` and fine-tunes it on
 ``data/instructions/train.json`` in the Alpaca template with the prompt masked, through
@@ -25,24 +25,19 @@ import argparse
 import copy
 import functools
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
+from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, load_split
 
-try:
-    import shared
-except ImportError:  # run from a clone where `shared` is not pip-installed
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import shared
+import shared
 from shared import bpe, sft
 from shared.checkpoints import load_model, save_checkpoint
 from shared.files import write_json
+from shared.prompts import PHI3_SPECIALS, extend_encoding
 from shared.training import evaluate_loss, lr_at, make_optimizer, train
 
-DATA_DIR = Path(__file__).resolve().parent
-CACHE = DATA_DIR / "cache"
 SETTINGS = dict(batch_size=16, max_steps=480, max_lr=3e-4, warmup_steps=20, weight_decay=0.1)
 MIN_LR_FRACTION = 0.1
 COMPARE_STEPS = 120  # the three variants are compared in shorter runs, all of the same length
@@ -53,10 +48,6 @@ VARIANTS = {
     "alpaca_unmasked": ("alpaca", False),
     "phi3_masked": ("phi3", True),
 }
-
-
-def load_split(name: str) -> list[dict]:
-    return json.loads((DATA_DIR / "instructions" / f"{name}.json").read_text("utf-8"))
 
 
 def held_out_people(train: list[dict], test: list[dict]) -> set[str]:
@@ -84,7 +75,7 @@ def finetune(variant: str, args, encoding, data: dict, progress: bool, steps=Non
     torch.manual_seed(args.seed)
     model = load_model(DATA_DIR / "checkpoints" / "base_small.pt")
     if template == "phi3":
-        encoding = sft.extend_encoding(encoding, sft.PHI3_SPECIALS)
+        encoding = extend_encoding(encoding, PHI3_SPECIALS)
         sft.extend_vocabulary(model, encoding.n_vocab)
     ctx = model.cfg.context_length
     datasets = {
@@ -133,15 +124,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-steps", type=int, help="override the step count (a quick check)")
     parser.add_argument("--max-lr", type=float, help="override the peak learning rate")
     parser.add_argument("--checkpoint-every", type=int, default=40)
-    parser.add_argument("--out-dir", type=Path, default=DATA_DIR / "checkpoints")
+    parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
     parser.add_argument("--no-comparisons", action="store_true", help="only the released model")
     parser.add_argument(
         "--only-comparisons", action="store_true", help="keep the released model, rerun the rest"
     )
     parser.add_argument("--compare-steps", type=int, default=COMPARE_STEPS)
-    parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    add_common_flags(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     shared.setup(seed=args.seed, scale="small", quiet=True)

@@ -1,4 +1,4 @@
-"""Fine-tune the SFT model with PPO against the reward model: ``python data/ppo.py`` (``make ppo``).
+"""Fine-tune the SFT model with PPO against the reward model: ``python data/scripts/ppo.py`` (``make ppo``).
 
 The four models of RLHF-PPO (``shared.ppo.PPOTrainer``):
 
@@ -40,29 +40,23 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
-import json
-import sys
 import time
 from pathlib import Path
 
 import torch
+from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, digest, key_of, load_json
 
-try:
-    import shared
-except ImportError:  # run from a clone where `shared` is not pip-installed
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import shared
+import shared
 from shared import alignment_eval as ae
-from shared import bpe
+from shared import bpe, gold
 from shared.checkpoints import load_model, save_checkpoint
 from shared.files import write_json
+from shared.policy import pad_right
 from shared.ppo import PPOConfig, PPOTrainer
-from shared.reward_model import load_scalar_model, pad_right
-from shared.sft import format_prompt
+from shared.prompts import format_prompt
+from shared.reward_model import load_scalar_model
+from shared.train_state import load_state, save_state
 
-DATA_DIR = Path(__file__).resolve().parent
-CACHE = DATA_DIR / "cache"
 # PPO's hyperparameters (shared.ppo.PPOConfig) and the run's own settings.
 PPO_SETTINGS = dict(
     kl_coef=0.2,
@@ -87,14 +81,6 @@ BEST_OF = (1, 2, 4, 8, 16, 32, 64)
 # fall, and at least half of the answers are distinct. 4 nats over a response of about ten
 # tokens is an average change of the token probabilities by a factor of about e^0.4 = 1.5.
 KL_BOUND = 4.0
-
-
-def load_json(path: Path):
-    return json.loads(path.read_text("utf-8"))
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def make_score_fn(reward_model, eos_id: int, context_length: int, batch_size: int = 64):
@@ -154,8 +140,6 @@ def best_of_n_curve(policy, reward_model, entries, encoding, key: str, seed: int
     N = SETTINGS["bon_samples"]
     candidates = best_of_n_candidates(policy, entries, encoding, key, seed, progress)
     scored = ae.score_candidates(candidates, entries, encoding, reward_model)
-    from shared import gold
-
     verdicts = [[gold.assess(e, r) for r in c] for e, c in zip(entries, candidates)]
     correct = torch.tensor([[float(v.correct) for v in row] for row in verdicts])
     preferred = torch.tensor([[float(v.preferred) for v in row] for row in verdicts])
@@ -194,18 +178,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, default=PPO_SETTINGS["lr"])
     parser.add_argument("--eval-every", type=int, default=SETTINGS["eval_every"])
     parser.add_argument("--checkpoint-every", type=int, default=5)
-    parser.add_argument("--sft", type=Path, default=DATA_DIR / "checkpoints" / "sft.pt")
-    parser.add_argument("--rm", type=Path, default=DATA_DIR / "checkpoints" / "rm.pt")
-    parser.add_argument("--out-dir", type=Path, default=DATA_DIR / "checkpoints")
+    parser.add_argument("--sft", type=Path, default=CHECKPOINTS / "sft.pt")
+    parser.add_argument("--rm", type=Path, default=CHECKPOINTS / "rm.pt")
+    parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
     parser.add_argument("--no-best-of-n", action="store_true", help="skip the best-of-n curve")
     parser.add_argument(
         "--best-of-n-samples-only",
         action="store_true",
         help="only sample (and cache) the SFT responses of best-of-n: needs no reward model",
     )
-    parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    add_common_flags(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     shared.setup(seed=args.seed, scale="small", quiet=True)
@@ -221,17 +203,13 @@ def main(argv: list[str] | None = None) -> dict:
     test = load_json(DATA_DIR / "instructions" / "test.json")
     step_sz = max(1, len(test) // SETTINGS["eval_prompts"])
     curve_entries = test[::step_sz][: SETTINGS["eval_prompts"]]
-    bon_key = hashlib.sha256(
-        json.dumps(
-            [
-                digest(args.sft),
-                args.seed,
-                SETTINGS["bon_samples"],
-                PPO_SETTINGS["max_new_tokens"],
-                [e["instruction"] + e["input"] for e in curve_entries],
-            ],  # fmt: skip
-        ).encode()
-    ).hexdigest()[:12]
+    bon_key = key_of(
+        digest(args.sft),
+        args.seed,
+        SETTINGS["bon_samples"],
+        PPO_SETTINGS["max_new_tokens"],
+        [e["instruction"] + e["input"] for e in curve_entries],
+    )
     if args.best_of_n_samples_only:
         best_of_n_candidates(policy, curve_entries, encoding, bon_key, args.seed, progress)
         print(f"best-of-n samples cached ({time.perf_counter() - start:.0f} s)")
@@ -253,34 +231,27 @@ def main(argv: list[str] | None = None) -> dict:
     )
     trainer = PPOTrainer(policy, critic, reference, make_score_fn(reward_model, eos, ctx),
                          prompts, config)  # fmt: skip
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                digest(args.sft),
-                digest(args.rm),
-                PPO_SETTINGS,
-                args.kl_coef,
-                args.lr,
-                args.seed,
-                args.steps,
-                args.eval_every,
-            ],  # fmt: skip
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:12]
+    key = key_of(
+        digest(args.sft),
+        digest(args.rm),
+        PPO_SETTINGS,
+        args.kl_coef,
+        args.lr,
+        args.seed,
+        args.steps,
+        args.eval_every,
+    )
     state_path = CACHE / f"ppo_{key}_state.pt"
     curve: list[dict] = []
-    if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+    run = {"key": key}  # the file name holds the key too; the check names it if it differs
+    state = load_state(state_path, run)
+    if state is not None:
         trainer.load_state_dict(state["trainer"])
         curve = state["curve"]
         print(f"continuing from step {trainer.step_count} ({state_path.name})")
 
-    def save_state() -> None:
-        from shared.files import atomic_open
-
-        with atomic_open(state_path, "wb") as f:
-            torch.save({"trainer": trainer.state_dict(), "curve": curve}, f)
+    def save() -> None:
+        save_state(state_path, run, {"trainer": trainer.state_dict(), "curve": curve})
 
     def evaluate_now() -> None:
         point = held_out_point(policy, reference, reward_model, curve_entries, encoding,
@@ -301,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.train(n, progress=progress)
         if trainer.step_count % args.eval_every == 0 or trainer.step_count == args.steps:
             evaluate_now()
-        save_state()
+        save()
     train_seconds = time.perf_counter() - start
 
     # ---- release: bf16 weights, every figure measured on the weights read back

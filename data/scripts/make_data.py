@@ -1,6 +1,6 @@
-"""Build the generated data of the repository: ``python data/make_data.py [--out DIR]``.
+"""Build the generated data of the repository: ``python data/scripts/make_data.py [--out DIR]``.
 
-``make data`` runs this script. It writes, into ``--out`` (default: this data/ folder):
+``make data`` runs this script. It writes, into ``--out`` (default: the data/ folder):
 
 - ``tiny_world/world.json``, ``train.txt``, ``val.txt``, ``probes.jsonl``: the synthetic
   world and its corpus (``shared.tiny_world``), identical bytes on every machine;
@@ -23,18 +23,13 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parent
-try:
-    from shared import bpe, instruction_data, preference_data, python_corpus, tiny_world
-    from shared.files import write_json, write_text
-except ImportError:  # run from a clone where `shared` is not pip-installed
-    sys.path.insert(0, str(DATA_DIR.parent))
-    from shared import bpe, instruction_data, preference_data, python_corpus, tiny_world
-    from shared.files import write_json, write_text
+from common import DATA_DIR
+
+from shared import bpe, instruction_data, preference_data, python_corpus, tiny_world
+from shared.files import write_json, write_text
 
 WORLD_SEED = 0  # which people exist
 CORPUS_SEED = 0  # which texts describe them

@@ -1,4 +1,4 @@
-"""A lean GPT of the kind nanoGPT writes: the speed reference for ``tests/bench_training.py``.
+"""A lean GPT of the kind nanoGPT writes: the speed reference for ``bench/bench_training.py``.
 
 The same function as ``shared.gpt.GPTModel`` (learned positions, pre-LayerNorm blocks, tanh
 GELU, an output head tied to the token embedding) written the short way: one linear for

@@ -1,4 +1,4 @@
-"""Pretrain the released base model: ``python data/pretrain.py --scale small``.
+"""Pretrain the released base model: ``python data/scripts/pretrain.py --scale small``.
 
 ``make pretrain`` runs this once; later chapters start from what it writes, into
 ``--out-dir`` (default: ``data/checkpoints/``), with ``NAME = base_<scale>``:
@@ -18,11 +18,11 @@ interruption ``--resume`` continues from it with the same numbers.
 Data-parallel: the same script runs under ``torchrun`` (gloo on CPU, NCCL on GPUs); each
 process takes its share of every global batch and rank 0 writes the outputs::
 
-    torchrun --standalone --nproc_per_node=2 data/pretrain.py --scale tiny --max-steps 50
+    torchrun --standalone --nproc_per_node=2 data/scripts/pretrain.py --scale tiny --max-steps 50
 
 Quick check of the whole pipeline (about a minute)::
 
-    python data/pretrain.py --scale small --max-steps 20 --out-dir /tmp/pretrain_smoke
+    python data/scripts/pretrain.py --scale small --max-steps 20 --out-dir /tmp/pretrain_smoke
 """
 
 from __future__ import annotations
@@ -30,17 +30,13 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
+from common import CHECKPOINTS, DATA_DIR, add_common_flags
 
-try:
-    import shared
-except ImportError:  # run from a clone where `shared` is not pip-installed
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import shared
+import shared
 from shared import bpe, tiny_world
 from shared.checkpoints import save_checkpoint
 from shared.distributed import cleanup, init_distributed, wrap_model
@@ -57,8 +53,6 @@ from shared.training import (
     sample_printer,
     train,
 )
-
-DATA_DIR = Path(__file__).resolve().parent
 
 # Per-scale training settings. "small" was sized from measured speed: ~3,000 tokens/s on 2
 # CPU cores, 2,048 tokens per step -> 2,400 steps (~4.9 M tokens, ~4.5 passes over the
@@ -83,11 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, help="peak learning rate")
     parser.add_argument("--checkpoint-every", type=int, default=200)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    parser.add_argument("--out-dir", type=Path, default=DATA_DIR / "checkpoints")
+    parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
     parser.add_argument("--name", help="output file stem (default base_<scale>)")
-    parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--threads", type=int, help="torch threads per process")
-    parser.add_argument("--no-progress", action="store_true")
+    add_common_flags(parser, threads_help="torch threads per process")
     return parser.parse_args(argv)
 
 

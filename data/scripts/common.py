@@ -1,0 +1,63 @@
+"""What every script in ``data/scripts/`` starts with: ``from common import ...``.
+
+The scripts run as ``python data/scripts/<name>.py`` from the repository root (Python puts
+this folder first on ``sys.path``, so ``common`` is found). This module
+
+- makes ``import shared`` work from a clone where the package is not pip-installed;
+- names the folders: ``REPO_DIR``, ``DATA_DIR`` (``data/``, where the scripts read their
+  inputs and write their outputs), ``CHECKPOINTS`` and ``CACHE`` (interrupted runs);
+- adds the flags every training script takes (``add_common_flags``);
+- holds the small helpers the scripts share: ``load_json``, ``load_split``, ``digest``,
+  ``key_of``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+try:
+    import shared
+except ImportError:  # run from a clone where `shared` is not pip-installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    import shared
+
+from shared.runtime import DATA_DIR, REPO_DIR
+
+CHECKPOINTS = DATA_DIR / "checkpoints"
+CACHE = DATA_DIR / "cache"
+__all__ = ["CACHE", "CHECKPOINTS", "DATA_DIR", "REPO_DIR", "shared"]
+
+
+def add_common_flags(
+    parser: argparse.ArgumentParser,
+    seed: int = 123,
+    threads_help: str = "torch threads (default: all cores)",
+) -> argparse.ArgumentParser:
+    """``--seed``, ``--no-progress`` and ``--threads``, as every training script takes them."""
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--threads", type=int, help=threads_help)
+    return parser
+
+
+def load_json(path: Path):
+    return json.loads(path.read_text("utf-8"))
+
+
+def load_split(name: str) -> list[dict]:
+    """One split of the instruction data (``data/instructions/<name>.json``)."""
+    return load_json(DATA_DIR / "instructions" / f"{name}.json")
+
+
+def digest(path: Path) -> str:
+    """The first 12 hex digits of a file's sha256 (names cache files after their inputs)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def key_of(*parts) -> str:
+    """The first 12 hex digits of the sha256 of ``parts`` as JSON (keys sorted)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
