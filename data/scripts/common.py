@@ -6,7 +6,8 @@ this folder first on ``sys.path``, so ``common`` is found). This module
 - makes ``import shared`` work from a clone where the package is not pip-installed;
 - names the folders: ``REPO_DIR``, ``DATA_DIR`` (``data/``, where the scripts read their
   inputs and write their outputs), ``CHECKPOINTS`` and ``CACHE`` (interrupted runs);
-- adds the flags every training script takes (``add_common_flags``);
+- adds the flags every training script takes (``add_common_flags``) and starts a run
+  with them (``start_run``);
 - holds the small helpers the scripts share: ``load_json``, ``load_split``, ``digest``,
   ``key_of``.
 """
@@ -25,7 +26,9 @@ except ImportError:  # run from a clone where `shared` is not pip-installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     import shared
 
-from shared.runtime import DATA_DIR, REPO_DIR
+import torch  # noqa: E402
+
+from shared.runtime import DATA_DIR, REPO_DIR  # noqa: E402
 
 CHECKPOINTS = DATA_DIR / "checkpoints"
 CACHE = DATA_DIR / "cache"
@@ -42,6 +45,15 @@ def add_common_flags(
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--threads", type=int, help=threads_help)
     return parser
+
+
+def start_run(args: argparse.Namespace) -> None:
+    """Seed everything (``--seed``), set the thread count (``--threads``; on a busy machine
+    one thread can be faster than two fighting) and make sure the cache folder exists."""
+    shared.setup(seed=args.seed, scale="small", quiet=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    CACHE.mkdir(parents=True, exist_ok=True)
 
 
 def load_json(path: Path):

@@ -36,11 +36,20 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
-from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, digest, key_of, load_json
+from common import (
+    CACHE,
+    CHECKPOINTS,
+    DATA_DIR,
+    add_common_flags,
+    digest,
+    key_of,
+    load_json,
+    start_run,
+)
 
-import shared
 from shared import bpe, gold, sft
 from shared import dpo as dpo_lib
 from shared import reward_model as rmod
@@ -225,7 +234,35 @@ def short_row(result: dict) -> dict:
 
 
 # -------------------------------------------------------------------------------- main ----
-def main(argv: list[str] | None = None) -> dict:
+class Run(NamedTuple):
+    """What every stage of ``main`` reads: the flags, the models, the data, the reference."""
+
+    args: argparse.Namespace
+    enc: object
+    sft_path: Path
+    sft_model: object
+    rm_model: object | None
+    pool: list
+    sampled: list
+    train_ids: list
+    test_ids: list
+    entries: list
+    train_entries: list
+    base_key: str
+    ref: tuple
+    evaluate: Evaluator
+    quick: Evaluator
+
+    @property
+    def pad(self) -> int:
+        return self.enc.eot_token
+
+    @property
+    def ctx(self) -> int:
+        return self.sft_model.cfg.context_length
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
     parser.add_argument("--steps", type=int, default=SETTINGS["steps"], help="round-1 steps")
@@ -238,25 +275,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sampled-pairs", type=Path, default=CHECKPOINTS / "rm_pairs_sampled.json")
     parser.add_argument("--skip-comparisons", action="store_true", help="round 1 and 2 only")
     add_common_flags(parser)
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    shared.setup(seed=args.seed, scale="small", quiet=True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
-    enc = bpe.get_encoding()
-    pad = enc.eot_token
-    sft_path = CHECKPOINTS / "sft.pt"
-    sft_model = load_model(sft_path, tokenizer=enc).eval()
-    for p in sft_model.parameters():
-        p.requires_grad_(False)
-    ctx = sft_model.cfg.context_length
-    rm_model = rmod.load_scalar_model(args.rm, tokenizer=enc) if args.rm.is_file() else None
-    if rm_model is None:
-        print(f"note: no reward model at {args.rm}: round 2 and the reward scores are skipped")
+    return parser.parse_args(argv)
 
-    # ---- data
+
+def load_pairs(args, enc, ctx: int) -> tuple[list, list, list, list]:
+    """The training pool (rule-made and sampled pairs), the pool's sampled part, and the
+    encoded training and held-out pairs."""
     train_pairs = load_json(DATA_DIR / "preferences" / "train.json")
     test_pairs = load_json(DATA_DIR / "preferences" / "test.json")
     sampled = []
@@ -269,6 +293,37 @@ def main(argv: list[str] | None = None) -> dict:
     order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(args.seed))
     train_ids = dpo_lib.encode_preference_pairs([pool[i] for i in order[:n_used]], enc, ctx)
     test_ids = dpo_lib.encode_preference_pairs(test_pairs, enc, ctx)
+    return pool, sampled, train_ids, test_ids
+
+
+def reference_of(sft_model, train_ids, base_key: str, pad: int) -> tuple:
+    """The SFT model's log-probs of the training pairs, computed once (cached)."""
+    ref_path = CACHE / f"dpo_ref_{base_key}.pt"
+    ref_run = {"pairs": data_digest(train_ids)}
+    saved = load_state(ref_path, ref_run)
+    if saved is not None:
+        return (saved["chosen"], saved["rejected"])
+    print("reference log-probs of the training pairs (once) ...")
+    ref = dpo_lib.reference_logprobs(sft_model, train_ids, batch_size=32, pad_id=pad)
+    save_state(ref_path, ref_run, {"chosen": ref[0], "rejected": ref[1]})
+    return ref
+
+
+def prepare(args) -> Run:
+    """Set torch up, load the models and the data, and compute the reference log-probs."""
+    start_run(args)
+    enc = bpe.get_encoding()
+    pad = enc.eot_token
+    sft_path = CHECKPOINTS / "sft.pt"
+    sft_model = load_model(sft_path, tokenizer=enc).eval()
+    for p in sft_model.parameters():
+        p.requires_grad_(False)
+    ctx = sft_model.cfg.context_length
+    rm_model = rmod.load_scalar_model(args.rm, tokenizer=enc) if args.rm.is_file() else None
+    if rm_model is None:
+        print(f"note: no reward model at {args.rm}: round 2 and the reward scores are skipped")
+
+    pool, sampled, train_ids, test_ids = load_pairs(args, enc, ctx)
     entries = load_json(DATA_DIR / "instructions" / "test.json")
     train_entries = load_json(DATA_DIR / "instructions" / "train.json")
     print(
@@ -277,128 +332,141 @@ def main(argv: list[str] | None = None) -> dict:
         f"pairs, {len(entries)} held-out prompts"
     )
     base_key = key_of(digest(sft_path), len(train_ids), len(sampled), args.seed)
-    ref_path = CACHE / f"dpo_ref_{base_key}.pt"
-    ref_run = {"pairs": data_digest(train_ids)}
-    saved = load_state(ref_path, ref_run)
-    if saved is not None:
-        ref = (saved["chosen"], saved["rejected"])
-    else:
-        print("reference log-probs of the training pairs (once) ...")
-        ref = dpo_lib.reference_logprobs(sft_model, train_ids, batch_size=32, pad_id=pad)
-        save_state(ref_path, ref_run, {"chosen": ref[0], "rejected": ref[1]})
+    ref = reference_of(sft_model, train_ids, base_key, pad)
     evaluate = Evaluator(sft_model, enc, entries, test_ids, rm_model, seed=args.seed)
     # the comparison runs are measured on every other held-out prompt
     quick = Evaluator(sft_model, enc, entries[::2], test_ids, rm_model, seed=args.seed)
     quick.ref_pairs = evaluate.ref_pairs
+    return Run(
+        args, enc, sft_path, sft_model, rm_model, pool, sampled, train_ids, test_ids, entries,
+        train_entries, base_key, ref, evaluate, quick,
+    )  # fmt: skip
 
-    def cached(name: str, key: str, compute):
-        path = CACHE / f"dpo_{name}_{key}_result.json"
-        if path.is_file():
-            return load_json(path)
-        result = compute()
-        write_json(path, result)
-        return result
 
-    results, logs = {}, {}
-    sft_result = cached(
-        "sft",
-        key_of(base_key, "eval"),
-        lambda: evaluate(sft_model),
-    )
+def cached(name: str, key: str, compute):
+    """``compute()``, or its result kept in ``data/cache/dpo_<name>_<key>_result.json``."""
+    path = CACHE / f"dpo_{name}_{key}_result.json"
+    if path.is_file():
+        return load_json(path)
+    result = compute()
+    write_json(path, result)
+    return result
 
-    # ---- round 1 (released)
-    settings = dict(SETTINGS, lr=args.lr, beta=args.beta, steps=args.steps)
-    r1_key = key_of(base_key, settings)
-    policy = copy.deepcopy(sft_model)
+
+def trainable_copy(model):
+    """A copy of ``model`` whose parameters take gradients."""
+    policy = copy.deepcopy(model)
     for p in policy.parameters():
         p.requires_grad_(True)
+    return policy
+
+
+def round_one(run: Run, settings: dict, key: str) -> tuple:
+    """The released model: DPO from SFT against SFT on every training pair (``dpo.pt``).
+    Returns ``(released model, history, figures)``."""
+    policy = trainable_copy(run.sft_model)
     extra = {"base": "sft.pt", "reference": "sft.pt", "template": "alpaca", **settings}
-    round1, logs["round1"] = train_and_release(
-        f"round1_{r1_key}", policy, train_ids, ref, settings, args, args.out_dir / "dpo.pt",
-        enc, extra,
+    round1, history = train_and_release(
+        f"round1_{key}", policy, run.train_ids, run.ref, settings, run.args,
+        run.args.out_dir / "dpo.pt", run.enc, extra,
     )  # fmt: skip
-    results["round1"] = cached("round1", r1_key, lambda: evaluate(round1))
-    print(f"round 1: {json.dumps(short_row(results['round1']))}")
+    result = cached("round1", key, lambda: run.evaluate(round1))
+    print(f"round 1: {json.dumps(short_row(result))}")
+    return round1, history, result
 
-    # ---- loss types and the beta sweep (short runs of the same length)
+
+def short_run(run: Run, name: str, loss_type: str, settings: dict, key: str) -> dict:
+    """One comparison run from SFT: its figures on the quick evaluation, and its history."""
+    print(f"{name}: {settings}")
+    model = trainable_copy(run.sft_model)
+    run_ref = None if loss_type in dpo_lib.REFERENCE_FREE else run.ref
+    hist, state = train_run(
+        f"{name}_{key}", model, run.train_ids, run_ref, settings, run.args, run.pad
+    )
+    out = short_row(run.quick(model, loss_type, pair_stride=4))
+    out["history"], out["settings"] = hist, settings
+    state.unlink(missing_ok=True)
+    return out
+
+
+def comparisons(run: Run, logs: dict) -> tuple[dict, dict]:
+    """The loss types and the β sweep, short runs of the same length; their histories go
+    into ``logs``. Returns the figures ``(by loss type, by β)``."""
+    args = run.args
     loss_rows, beta_rows = {}, {}
-    if not args.skip_comparisons:
-        runs = [(f"loss_{t}", t, kw) for t, kw in LOSS_VARIANTS.items()]
-        runs += [
-            (f"beta_{b:g}", "dpo", {"beta": b}) for b in BETAS if b != LOSS_VARIANTS["dpo"]["beta"]
-        ]
-        for name, loss_type, kw in runs:
-            run_settings = dict(SETTINGS, lr=args.lr, steps=args.short_steps, loss_type=loss_type)
-            run_settings.update(kw)
-            key = key_of(base_key, run_settings)
+    variants = [(f"loss_{t}", t, kw) for t, kw in LOSS_VARIANTS.items()]
+    variants += [
+        (f"beta_{b:g}", "dpo", {"beta": b}) for b in BETAS if b != LOSS_VARIANTS["dpo"]["beta"]
+    ]
+    for name, loss_type, kw in variants:
+        run_settings = dict(SETTINGS, lr=args.lr, steps=args.short_steps, loss_type=loss_type)
+        run_settings.update(kw)
+        key = key_of(run.base_key, run_settings)
+        compute = functools.partial(short_run, run, name, loss_type, run_settings, key)
+        row = cached(name, key, compute)
+        logs[name] = row.pop("history")
+        (loss_rows if name.startswith("loss_") else beta_rows)[name.split("_", 1)[1]] = row
+        print(
+            f"{name}: {json.dumps({k: row[k] for k in ('preferred', 'correct', 'kl', 'reward_accuracy')})}"
+        )
+    beta_rows[f"{LOSS_VARIANTS['dpo']['beta']:g}"] = loss_rows["dpo"]
+    return loss_rows, beta_rows
 
-            def compute(run_settings=run_settings, loss_type=loss_type, key=key, name=name):
-                print(f"{name}: {run_settings}")
-                model = copy.deepcopy(sft_model)
-                for p in model.parameters():
-                    p.requires_grad_(True)
-                run_ref = None if loss_type in dpo_lib.REFERENCE_FREE else ref
-                hist, state = train_run(
-                    f"{name}_{key}", model, train_ids, run_ref, run_settings, args, pad
-                )
-                out = short_row(quick(model, loss_type, pair_stride=4))
-                out["history"], out["settings"] = hist, run_settings
-                state.unlink(missing_ok=True)
-                return out
 
-            row = cached(name, key, compute)
-            logs[name] = row.pop("history")
-            (loss_rows if name.startswith("loss_") else beta_rows)[name.split("_", 1)[1]] = row
-            print(
-                f"{name}: {json.dumps({k: row[k] for k in ('preferred', 'correct', 'kl', 'reward_accuracy')})}"
-            )
-        beta_rows[f"{LOSS_VARIANTS['dpo']['beta']:g}"] = loss_rows["dpo"]
+def round2_pairs(run: Run, round1, key: str) -> dict:
+    """Round 2's pairs from the round-1 policy's samples, and their agreement with the gold
+    rule (cached)."""
+    pairs_path = CACHE / f"dpo_round2_pairs_{key}.json"
+    if pairs_path.is_file():
+        return load_json(pairs_path)
+    args = run.args
+    print("round 2: sampling the round-1 policy ...")
+    rng = torch.Generator().manual_seed(args.seed)
+    order = torch.randperm(len(run.train_entries), generator=rng)[: args.round2_prompts].tolist()
+    r2_pairs, agree = sample_round2_pairs(
+        round1, run.rm_model, run.enc, [run.train_entries[i] for i in order], args.seed + 1,
+        not args.no_progress,
+    )  # fmt: skip
+    sampled_info = {"pairs": r2_pairs, "gold_agreement": agree}
+    write_json(pairs_path, sampled_info)
+    return sampled_info
 
-    # ---- round 2: on-policy samples ranked by the reward model
-    round2_info = None
-    if rm_model is not None:
-        r2_settings = dict(SETTINGS, beta=ROUND2["beta"], lr=ROUND2["lr"], steps=args.round2_steps)
-        r2_key = key_of(r1_key, digest(args.rm), args.round2_prompts, ROUND2, r2_settings)
-        pairs_path = CACHE / f"dpo_round2_pairs_{r2_key}.json"
-        if pairs_path.is_file():
-            sampled_info = load_json(pairs_path)
-        else:
-            print("round 2: sampling the round-1 policy ...")
-            rng = torch.Generator().manual_seed(args.seed)
-            order = torch.randperm(len(train_entries), generator=rng)[
-                : args.round2_prompts
-            ].tolist()
-            r2_pairs, agree = sample_round2_pairs(
-                round1, rm_model, enc, [train_entries[i] for i in order], args.seed + 1, progress
-            )
-            sampled_info = {"pairs": r2_pairs, "gold_agreement": agree}
-            write_json(pairs_path, sampled_info)
-        r2_ids = dpo_lib.encode_preference_pairs(sampled_info["pairs"], enc, ctx)
-        policy2 = copy.deepcopy(round1)
-        for p in policy2.parameters():
-            p.requires_grad_(True)
-        ref2 = None
-        if not (CACHE / f"dpo_round2_{r2_key}_weights.pt").is_file():
-            ref2 = dpo_lib.reference_logprobs(round1, r2_ids, batch_size=32, pad_id=pad)
-        extra2 = {"base": "dpo.pt", "reference": "dpo.pt", "template": "alpaca", **r2_settings}
-        round2, logs["round2"] = train_and_release(
-            f"round2_{r2_key}", policy2, r2_ids, ref2, r2_settings, args,
-            args.out_dir / "dpo_round2.pt", enc, extra2,
-        )  # fmt: skip
-        results["round2"] = cached("round2", r2_key, lambda: evaluate(round2))
-        n_pairs = len(sampled_info["pairs"])
-        round2_info = {
-            "pairs": n_pairs,
-            "prompts": args.round2_prompts,
-            "gold_agreement": {
-                k: v / max(1, n_pairs) for k, v in sampled_info["gold_agreement"].items()
-            },
-            "settings": r2_settings | {k: ROUND2[k] for k in ("samples", "temperature")},
-            "examples": sampled_info["pairs"][:8],
-        }
-        print(f"round 2: {json.dumps(short_row(results['round2']))}")
 
-    responses = [
+def round_two(run: Run, round1, r1_key: str) -> tuple:
+    """Iterative DPO: from round 1 against round 1, on its own samples ranked by the reward
+    model (``dpo_round2.pt``). Returns ``(history, figures, the pairs' summary)``."""
+    args = run.args
+    r2_settings = dict(SETTINGS, beta=ROUND2["beta"], lr=ROUND2["lr"], steps=args.round2_steps)
+    r2_key = key_of(r1_key, digest(args.rm), args.round2_prompts, ROUND2, r2_settings)
+    sampled_info = round2_pairs(run, round1, r2_key)
+    r2_ids = dpo_lib.encode_preference_pairs(sampled_info["pairs"], run.enc, run.ctx)
+    policy2 = trainable_copy(round1)
+    ref2 = None
+    if not (CACHE / f"dpo_round2_{r2_key}_weights.pt").is_file():
+        ref2 = dpo_lib.reference_logprobs(round1, r2_ids, batch_size=32, pad_id=run.pad)
+    extra2 = {"base": "dpo.pt", "reference": "dpo.pt", "template": "alpaca", **r2_settings}
+    round2, history = train_and_release(
+        f"round2_{r2_key}", policy2, r2_ids, ref2, r2_settings, args,
+        args.out_dir / "dpo_round2.pt", run.enc, extra2,
+    )  # fmt: skip
+    result = cached("round2", r2_key, lambda: run.evaluate(round2))
+    n_pairs = len(sampled_info["pairs"])
+    info = {
+        "pairs": n_pairs,
+        "prompts": args.round2_prompts,
+        "gold_agreement": {
+            k: v / max(1, n_pairs) for k, v in sampled_info["gold_agreement"].items()
+        },
+        "settings": r2_settings | {k: ROUND2[k] for k in ("samples", "temperature")},
+        "examples": sampled_info["pairs"][:8],
+    }
+    print(f"round 2: {json.dumps(short_row(result))}")
+    return history, result, info
+
+
+def responses_of(entries: list[dict], sft_result: dict, results: dict) -> list[dict]:
+    """Each held-out entry with the greedy responses of SFT, round 1 and round 2."""
+    return [
         dict(
             e,
             sft_response=s,
@@ -413,32 +481,10 @@ def main(argv: list[str] | None = None) -> dict:
             zip(entries, sft_result["responses"], results["round1"]["responses"])
         )
     ]
-    metrics = {
-        "sft": short_row(sft_result),
-        "round1": short_row(results["round1"]),
-        "round2": short_row(results["round2"]) if "round2" in results else None,
-        "round2_pairs": round2_info,
-        "loss_types": loss_rows,
-        "beta_sweep": beta_rows,
-        "settings": settings,
-        "short_steps": args.short_steps,
-        "short_run_prompts": len(entries[::2]),
-        "loss_variants": LOSS_VARIANTS,
-        "train_pairs": len(train_ids),
-        "train_pool": len(pool),
-        "sampled_pairs": len(sampled),
-        "test_pairs": len(test_ids),
-        "test_prompts": len(entries),
-        "reward_model": args.rm.name if rm_model is not None else None,
-        "sft_digest": digest(sft_path),
-        "seed": args.seed,
-        "train_seconds": time.perf_counter() - start,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
-    write_json(args.out_dir / "dpo_log.json", logs)
-    write_json(args.out_dir / "dpo_responses.json", responses)
-    write_json(args.out_dir / "dpo_metrics.json", metrics)
+
+
+def summary_line(metrics: dict) -> str:
+    """The closing line: implicit-reward accuracy, style, right answers and KL."""
     s, r1 = metrics["sft"], metrics["round1"]
     line = (
         f"held-out pairs ranked right by the implicit reward {r1['reward_accuracy']:.1%}; "
@@ -448,7 +494,56 @@ def main(argv: list[str] | None = None) -> dict:
     if metrics["round2"]:
         r2 = metrics["round2"]
         line += f"; round 2: preferred {r2['preferred']:.1%}, right {r2['correct']:.1%}, KL {r2['kl']:.2f}"
-    print(f"{line}; {metrics['train_seconds'] / 60:.1f} min")
+    return f"{line}; {metrics['train_seconds'] / 60:.1f} min"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    run = prepare(args)
+    results, logs = {}, {}
+    sft_result = cached(
+        "sft",
+        key_of(run.base_key, "eval"),
+        lambda: run.evaluate(run.sft_model),
+    )
+    settings = dict(SETTINGS, lr=args.lr, beta=args.beta, steps=args.steps)
+    r1_key = key_of(run.base_key, settings)
+    round1, logs["round1"], results["round1"] = round_one(run, settings, r1_key)
+    loss_rows, beta_rows = {}, {}
+    if not args.skip_comparisons:
+        loss_rows, beta_rows = comparisons(run, logs)
+    round2_info = None
+    if run.rm_model is not None:
+        logs["round2"], results["round2"], round2_info = round_two(run, round1, r1_key)
+
+    metrics = {
+        "sft": short_row(sft_result),
+        "round1": short_row(results["round1"]),
+        "round2": short_row(results["round2"]) if "round2" in results else None,
+        "round2_pairs": round2_info,
+        "loss_types": loss_rows,
+        "beta_sweep": beta_rows,
+        "settings": settings,
+        "short_steps": args.short_steps,
+        "short_run_prompts": len(run.entries[::2]),
+        "loss_variants": LOSS_VARIANTS,
+        "train_pairs": len(run.train_ids),
+        "train_pool": len(run.pool),
+        "sampled_pairs": len(run.sampled),
+        "test_pairs": len(run.test_ids),
+        "test_prompts": len(run.entries),
+        "reward_model": args.rm.name if run.rm_model is not None else None,
+        "sft_digest": digest(run.sft_path),
+        "seed": args.seed,
+        "train_seconds": time.perf_counter() - start,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    write_json(args.out_dir / "dpo_log.json", logs)
+    write_json(args.out_dir / "dpo_responses.json", responses_of(run.entries, sft_result, results))
+    write_json(args.out_dir / "dpo_metrics.json", metrics)
+    print(summary_line(metrics))
     return metrics
 
 

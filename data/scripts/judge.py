@@ -52,11 +52,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, load_split
+from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, load_split, start_run
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-import shared
 from shared import bpe, gold, sft
 from shared import judge_data as jd
 from shared.chat import ChatModel
@@ -359,7 +358,7 @@ def arena(judge: ChatModel, out: Path, seed: int, progress: bool) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, help="override the judge fine-tuning steps")
     parser.add_argument("--long-steps", type=int, help="override the long-context steps")
@@ -369,29 +368,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
     add_common_flags(parser)
     parser.add_argument("--only-arena", action="store_true", help="the arena battles only")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    shared.setup(seed=args.seed, scale="small", quiet=True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
-    enc = bpe.get_encoding()
-    world = make_world(seed=0)
-    data = {s: load_split(s) for s in ("train", "val", "test")}
-    long_steps = args.long_steps if args.long_steps is not None else SETTINGS["long_steps"]
-    steps = args.steps or SETTINGS["steps"]
-    SETTINGS["max_lr"] = args.max_lr or SETTINGS["max_lr"]
-    for k in EVAL:
-        EVAL[k] = max(1, round(EVAL[k] * args.eval_scale)) if EVAL[k] else 0
+    return parser.parse_args(argv)
 
-    if args.only_arena:
-        judge = ChatModel("judge", load_model(args.out_dir / "judge.pt", tokenizer=enc), enc)
-        battles = arena(judge, args.out_dir, args.seed, progress)["battles"]
-        print(f"arena: {len(battles)} battles in {time.perf_counter() - start:.0f} s")
-        return {}
 
-    # 1-2: the SFT model with 1024 positions, trained on long tiny-world text
+def long_context_model(args, enc, long_steps: int, logs: dict) -> GPTModel:
+    """Steps 1-2: the SFT model with ``CONTEXT`` positions, trained on long tiny-world text
+    (its history goes to ``logs["long"]``)."""
     torch.manual_seed(args.seed)
     model = extend_context(load_model(DATA_DIR / "checkpoints" / "sft.pt"), CONTEXT)
     text = (DATA_DIR / "tiny_world" / "train.txt").read_text("utf-8")[:400_000]
@@ -401,7 +383,6 @@ def main(argv: list[str] | None = None) -> dict:
         (DATA_DIR / "tiny_world" / "val.txt").read_text("utf-8")[:40_000], allowed_special="all"
     )
     long_val = TokenBatches(val_ids, CONTEXT, SETTINGS["long_batch"], shuffle=False)
-    logs = {}
     if long_steps:
         opt = make_optimizer(model, lr=SETTINGS["long_lr"], weight_decay=SETTINGS["weight_decay"])
         state = CACHE / f"judge_long_{long_steps}_state.pt"
@@ -419,43 +400,55 @@ def main(argv: list[str] | None = None) -> dict:
             checkpoint_path=state,
             checkpoint_every=args.checkpoint_every,
             resume_from=state if state.is_file() else None,
-            progress=progress,
+            progress=not args.no_progress,
         )
+    return model
 
-    # 3: judge fine-tuning, the loss on the answer only; rubric and pairwise batches take
-    # turns, and the rubric prompts' shared preamble runs once per batch (SharedPrefix)
+
+def batches_of(items: list[dict], enc, seed: int, shuffle: bool = True):
+    """Instruction batches of judge items, the loss on the answer only."""
+    dataset = sft.InstructionDataset(as_entries(items), enc, "alpaca", CONTEXT)
+    return sft.InstructionBatches(
+        dataset, SETTINGS["batch_size"], seed=seed, shuffle=shuffle, mask_prompt=True
+    )
+
+
+def probe_report(probe: list[dict], enc, log: list, step: int, wrapped: SharedPrefix) -> None:
+    """``on_eval``: agreement with gold on the 40 held-out rubric items of ``probe``,
+    printed as training goes and added to ``log``."""
+    was_training = wrapped.training
+    wrapped.eval()
+    chat = ChatModel("judge", wrapped.model, enc, "alpaca")
+    said = [jd.parse_rating(chat.chat(i["prompt"], **OPTIONS)) for i in probe]
+    gold_ratings = [i["rating"] for i in probe]
+    kappa = jd.quadratic_weighted_kappa(gold_ratings, [s or 1 for s in said])
+    right = sum(s == g for s, g in zip(said, gold_ratings))
+    tqdm.write(f"step {step}: {right}/{len(probe)} ratings right, kappa {kappa:.2f}")
+    log.append([step, right, kappa])
+    wrapped.train(was_training)
+
+
+def tune_judge(
+    model, args, enc, world, data: dict, steps: int, long_steps: int, logs: dict
+) -> tuple[list[dict], list[dict]]:
+    """Step 3: judge fine-tuning, the loss on the answer only (its history and the probe's
+    figures go to ``logs``). Returns the rubric and the pairwise training items."""
+    # rubric and pairwise batches take turns, and the rubric prompts' shared preamble runs
+    # once per batch (SharedPrefix)
     rubric, pairwise = training_items(data["train"], world, args.seed)
     val_items = jd.make_rating_items(data["val"][:8], world, seed=args.seed, per_entry=2)
-
-    def batches_of(items, seed, shuffle=True):
-        dataset = sft.InstructionDataset(as_entries(items), enc, "alpaca", CONTEXT)
-        return sft.InstructionBatches(
-            dataset, SETTINGS["batch_size"], seed=seed, shuffle=shuffle, mask_prompt=True
-        )
-
-    rubric_batches = batches_of(rubric, args.seed)
+    rubric_batches = batches_of(rubric, enc, args.seed)
     prefix = common_prefix(rubric_batches.dataset)
-    batches = TakingTurns(rubric_batches, batches_of(pairwise, args.seed + 1), len(prefix))
+    batches = TakingTurns(rubric_batches, batches_of(pairwise, enc, args.seed + 1), len(prefix))
     val = TakingTurns(
-        batches_of(val_items, 0, shuffle=False), batches_of(pairwise[:32], 0, False), len(prefix)
+        batches_of(val_items, enc, 0, shuffle=False),
+        batches_of(pairwise[:32], enc, 0, False),
+        len(prefix),
     )
     wrapped = SharedPrefix(model, prefix)
     check_shared_prefix(wrapped, batches)
     probe = jd.make_rating_items(data["val"][8:48], world, seed=args.seed, per_entry=1)
     logs["probe"] = []  # (step, ratings right, kappa) on the 40 probe items
-
-    def report(step: int, wrapped: SharedPrefix) -> None:
-        """Agreement with gold on 40 held-out rubric items, printed as training goes."""
-        was_training = wrapped.training
-        wrapped.eval()
-        chat = ChatModel("judge", wrapped.model, enc, "alpaca")
-        said = [jd.parse_rating(chat.chat(i["prompt"], **OPTIONS)) for i in probe]
-        gold_ratings = [i["rating"] for i in probe]
-        kappa = jd.quadratic_weighted_kappa(gold_ratings, [s or 1 for s in said])
-        right = sum(s == g for s, g in zip(said, gold_ratings))
-        tqdm.write(f"step {step}: {right}/{len(probe)} ratings right, kappa {kappa:.2f}")
-        logs["probe"].append([step, right, kappa])
-        wrapped.train(was_training)
 
     opt = make_optimizer(model, lr=SETTINGS["max_lr"], weight_decay=SETTINGS["weight_decay"])
     schedule = functools.partial(
@@ -477,16 +470,17 @@ def main(argv: list[str] | None = None) -> dict:
         grad_clip=SETTINGS["grad_clip"],
         eval_every=min(200, steps),
         eval_batches=2,
-        on_eval=report,
+        on_eval=functools.partial(probe_report, probe, enc, logs["probe"]),
         checkpoint_path=state,
         checkpoint_every=args.checkpoint_every,
         resume_from=state if state.is_file() else None,
-        progress=progress,
+        progress=not args.no_progress,
     )
-    model.eval()
-    train_seconds = time.perf_counter() - start
+    return rubric, pairwise
 
-    out = args.out_dir
+
+def release(model, out: Path, steps: int, enc) -> tuple[Path, ChatModel]:
+    """bfloat16 weights to ``judge.pt``; returns its path and the judge read back from it."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "judge.pt"
     extra = {
@@ -504,14 +498,63 @@ def main(argv: list[str] | None = None) -> dict:
         extra=extra,
         tokenizer=enc,
     )
-    judge = ChatModel("judge", load_model(path, tokenizer=enc), enc, "alpaca")
+    return path, ChatModel("judge", load_model(path, tokenizer=enc), enc, "alpaca")
 
-    ratings, pairs = eval_items(data, world, seed=args.seed + 7)
+
+def evaluate_judge(judge: ChatModel, data: dict, world, out: Path, seed: int, progress) -> dict:
+    """The judge's figures on the held-out items; the items with its answers go to
+    ``judge_eval.json``."""
+    ratings, pairs = eval_items(data, world, seed=seed + 7)
     result = measure(judge, ratings, pairs, progress)
     write_json(
         out / "judge_eval.json",
         {"ratings": result.pop("ratings"), "pairs": result.pop("pairs"), "options": OPTIONS},
     )
+    return result
+
+
+def summary_line(metrics: dict, path: Path) -> str:
+    """The closing line: kappa, accuracy, parse failures and the pairwise figures."""
+    r, p = metrics["rubric"], metrics["pairwise"]
+    real = metrics["rubric_real"] or r
+    return (
+        f"judge: kappa {r['kappa']:.3f} (real responses {real['kappa']:.3f}), accuracy "
+        f"{r['accuracy']:.1%}, parse failures {r['parse_failures']:.1%}; pairwise swap "
+        f"consistency {p['swap_consistency']:.1%}, first-position wins "
+        f"{p['first_position_win_rate']:.1%}, accuracy {p['accuracy_both_orders']:.1%}; "
+        f"{metrics['wall_seconds'] / 60:.1f} min; wrote {path}"
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    start_run(args)
+    progress = not args.no_progress
+    enc = bpe.get_encoding()
+    world = make_world(seed=0)
+    data = {s: load_split(s) for s in ("train", "val", "test")}
+    long_steps = args.long_steps if args.long_steps is not None else SETTINGS["long_steps"]
+    steps = args.steps or SETTINGS["steps"]
+    SETTINGS["max_lr"] = args.max_lr or SETTINGS["max_lr"]
+    for k in EVAL:
+        EVAL[k] = max(1, round(EVAL[k] * args.eval_scale)) if EVAL[k] else 0
+
+    if args.only_arena:
+        judge = ChatModel("judge", load_model(args.out_dir / "judge.pt", tokenizer=enc), enc)
+        battles = arena(judge, args.out_dir, args.seed, progress)["battles"]
+        print(f"arena: {len(battles)} battles in {time.perf_counter() - start:.0f} s")
+        return {}
+
+    logs = {}
+    model = long_context_model(args, enc, long_steps, logs)
+    rubric, pairwise = tune_judge(model, args, enc, world, data, steps, long_steps, logs)
+    model.eval()
+    train_seconds = time.perf_counter() - start
+
+    out = args.out_dir
+    path, judge = release(model, out, steps, enc)
+    result = evaluate_judge(judge, data, world, out, args.seed, progress)
     metrics = result | {
         "eval_sizes": dict(EVAL),
         "training_items": {"rubric": len(rubric), "pairwise": len(pairwise)},
@@ -530,15 +573,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(out / "judge_metrics.json", metrics)
     for f in CACHE.glob("judge_*_state.pt"):
         f.unlink()
-    r, p = metrics["rubric"], metrics["pairwise"]
-    real = metrics["rubric_real"] or r
-    print(
-        f"judge: kappa {r['kappa']:.3f} (real responses {real['kappa']:.3f}), accuracy "
-        f"{r['accuracy']:.1%}, parse failures {r['parse_failures']:.1%}; pairwise swap "
-        f"consistency {p['swap_consistency']:.1%}, first-position wins "
-        f"{p['first_position_win_rate']:.1%}, accuracy {p['accuracy_both_orders']:.1%}; "
-        f"{metrics['wall_seconds'] / 60:.1f} min; wrote {path}"
-    )
+    print(summary_line(metrics, path))
     return metrics
 
 

@@ -40,13 +40,22 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import time
 from pathlib import Path
 
 import torch
-from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, digest, key_of, load_json
+from common import (
+    CACHE,
+    CHECKPOINTS,
+    DATA_DIR,
+    add_common_flags,
+    digest,
+    key_of,
+    load_json,
+    start_run,
+)
 
-import shared
 from shared import alignment_eval as ae
 from shared import bpe, gold
 from shared.checkpoints import load_model, save_checkpoint
@@ -171,7 +180,7 @@ def best_of_n_curve(policy, reward_model, entries, encoding, key: str, seed: int
     return {"samples_per_prompt": N, "prompts": len(entries), "curve": rows, "examples": examples}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=SETTINGS["steps"])
     parser.add_argument("--kl-coef", type=float, default=PPO_SETTINGS["kl_coef"])
@@ -188,32 +197,19 @@ def main(argv: list[str] | None = None) -> dict:
         help="only sample (and cache) the SFT responses of best-of-n: needs no reward model",
     )
     add_common_flags(parser)
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    shared.setup(seed=args.seed, scale="small", quiet=True)
-    if args.threads:  # on a busy machine one thread can be faster than two fighting
-        torch.set_num_threads(args.threads)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
-    encoding = bpe.get_encoding()
-    eos = encoding.eot_token
+    return parser.parse_args(argv)
 
-    policy = load_model(args.sft, tokenizer=encoding).float().eval()
-    train = load_json(DATA_DIR / "instructions" / "train.json")
-    test = load_json(DATA_DIR / "instructions" / "test.json")
+
+def curve_prompts(test: list[dict]) -> list[dict]:
+    """The fixed subset of the test prompts that the curve and best-of-n are measured on."""
     step_sz = max(1, len(test) // SETTINGS["eval_prompts"])
-    curve_entries = test[::step_sz][: SETTINGS["eval_prompts"]]
-    bon_key = key_of(
-        digest(args.sft),
-        args.seed,
-        SETTINGS["bon_samples"],
-        PPO_SETTINGS["max_new_tokens"],
-        [e["instruction"] + e["input"] for e in curve_entries],
-    )
-    if args.best_of_n_samples_only:
-        best_of_n_candidates(policy, curve_entries, encoding, bon_key, args.seed, progress)
-        print(f"best-of-n samples cached ({time.perf_counter() - start:.0f} s)")
-        return {}
+    return test[::step_sz][: SETTINGS["eval_prompts"]]
+
+
+def make_trainer(args, policy, encoding, train: list[dict]) -> tuple:
+    """The reference, the frozen reward model, the trainer (its critic initialised from the
+    reward model) and the number of training prompts."""
+    eos = encoding.eot_token
     reference = copy.deepcopy(policy).eval()
     reward_model = load_scalar_model(args.rm, tokenizer=encoding)
     for p in reward_model.parameters():
@@ -231,6 +227,23 @@ def main(argv: list[str] | None = None) -> dict:
     )
     trainer = PPOTrainer(policy, critic, reference, make_score_fn(reward_model, eos, ctx),
                          prompts, config)  # fmt: skip
+    return reference, reward_model, trainer, len(prompts)
+
+
+def record_point(curve: list[dict], point: dict, start: float) -> None:
+    """Add one point to the over-optimisation curve and print it."""
+    curve.append(point)
+    print(
+        f"step {point['step']:>4}: held-out reward {point['rm_score']:+.3f}, gold rating "
+        f"{point['gold_rating']:.2f}, KL {point['kl']:.2f} ± {point['kl_stderr']:.2f} "
+        f"({time.perf_counter() - start:.0f} s)",
+        flush=True,
+    )
+
+
+def train_policy(trainer, args, point_at, start: float) -> tuple[list[dict], Path]:
+    """PPO to ``args.steps``, continuing from the state in the cache; ``point_at(step)``
+    measures the held-out curve. Returns the curve and the state's path."""
     key = key_of(
         digest(args.sft),
         digest(args.rm),
@@ -250,32 +263,20 @@ def main(argv: list[str] | None = None) -> dict:
         curve = state["curve"]
         print(f"continuing from step {trainer.step_count} ({state_path.name})")
 
-    def save() -> None:
-        save_state(state_path, run, {"trainer": trainer.state_dict(), "curve": curve})
-
-    def evaluate_now() -> None:
-        point = held_out_point(policy, reference, reward_model, curve_entries, encoding,
-                               trainer.step_count, args.seed)  # fmt: skip
-        curve.append(point)
-        print(
-            f"step {point['step']:>4}: held-out reward {point['rm_score']:+.3f}, gold rating "
-            f"{point['gold_rating']:.2f}, KL {point['kl']:.2f} ± {point['kl_stderr']:.2f} "
-            f"({time.perf_counter() - start:.0f} s)",
-            flush=True,
-        )
-
     if not curve:
-        evaluate_now()
+        record_point(curve, point_at(trainer.step_count), start)
     while trainer.step_count < args.steps:
         n = min(args.checkpoint_every, args.steps - trainer.step_count)
         n = min(n, args.eval_every - trainer.step_count % args.eval_every)
-        trainer.train(n, progress=progress)
+        trainer.train(n, progress=not args.no_progress)
         if trainer.step_count % args.eval_every == 0 or trainer.step_count == args.steps:
-            evaluate_now()
-        save()
-    train_seconds = time.perf_counter() - start
+            record_point(curve, point_at(trainer.step_count), start)
+        save_state(state_path, run, {"trainer": trainer.state_dict(), "curve": curve})
+    return curve, state_path
 
-    # ---- release: bf16 weights, every figure measured on the weights read back
+
+def release(policy, args, encoding) -> tuple[Path, object]:
+    """bfloat16 weights to ``ppo.pt``; returns its path and the float32 model read back."""
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     path = out / "ppo.pt"
@@ -288,17 +289,20 @@ def main(argv: list[str] | None = None) -> dict:
         "steps": args.steps,
     }
     save_checkpoint(path, released, step=args.steps, extra=extra, tokenizer=encoding)
-    final = load_model(path, tokenizer=encoding).float().eval()
-    sft_model = load_model(args.sft, tokenizer=encoding).float().eval()
+    return path, load_model(path, tokenizer=encoding).float().eval()
 
+
+def evaluate_release(final, sft_model, test, encoding, reference, reward_model, seed) -> tuple:
+    """SFT and the released PPO model on the test split, and the targets:
+    ``(sft figures, ppo figures, targets)``."""
     sft_eval = ae.evaluate_policy(
         sft_model, test, encoding, reference=reference, reward_model=reward_model,
-        max_new_tokens=PPO_SETTINGS["max_new_tokens"], kl_seed=args.seed,
+        max_new_tokens=PPO_SETTINGS["max_new_tokens"], kl_seed=seed,
     )  # fmt: skip
     ppo_eval = ae.evaluate_policy(
         final, test, encoding, reference=reference, reward_model=reward_model,
         baseline_responses=sft_eval["responses"],
-        max_new_tokens=PPO_SETTINGS["max_new_tokens"], kl_seed=args.seed,
+        max_new_tokens=PPO_SETTINGS["max_new_tokens"], kl_seed=seed,
     )  # fmt: skip
     sft_std = sft_eval["rm_score_std"]
     rise = ppo_eval["rm_score"] - sft_eval["rm_score"]
@@ -314,7 +318,12 @@ def main(argv: list[str] | None = None) -> dict:
         "distinct": ppo_eval["distinct"],
         "distinct_ok": ppo_eval["distinct"] >= 0.5,
     }
-    responses = [
+    return sft_eval, ppo_eval, targets
+
+
+def responses_of(test: list[dict], sft_eval: dict, ppo_eval: dict) -> list[dict]:
+    """Each test entry with the SFT and PPO responses, ratings and reward-model scores."""
+    return [
         {
             **{k: e[k] for k in ("instruction", "input", "output", "answer", "kind", "people")},
             "sft_response": s,
@@ -334,7 +343,11 @@ def main(argv: list[str] | None = None) -> dict:
             ppo_eval["rm_scores"],
         )  # fmt: skip
     ]
-    metrics = {
+
+
+def metrics_of(args, sft_eval, ppo_eval, targets, n_train, n_curve, train_seconds) -> dict:
+    """``ppo_metrics.json`` but its total time: both evaluations, the targets, the settings."""
+    return {
         "sft": summary(sft_eval),
         "ppo": summary(ppo_eval),
         "targets": targets,
@@ -347,8 +360,8 @@ def main(argv: list[str] | None = None) -> dict:
             "eval_every": args.eval_every,
             "seed": args.seed,
             "critic_init": "rm.pt",
-            "train_prompts": len(prompts),
-            "curve_prompts": len(curve_entries),
+            "train_prompts": n_train,
+            "curve_prompts": n_curve,
         },
         "sft_digest": digest(args.sft),
         "rm_digest": digest(args.rm),
@@ -356,8 +369,62 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def summary_line(sft_eval: dict, ppo_eval: dict, targets: dict, path: Path, minutes: float) -> str:
+    """The closing line: reward, KL, gold rating, correctness, style, win rate, diversity."""
+    return (
+        f"held-out reward {sft_eval['rm_score']:+.3f} -> {ppo_eval['rm_score']:+.3f} "
+        f"(+{targets['reward_rise_in_sft_std']:.2f} SFT std), KL {ppo_eval['kl']:.2f} nats "
+        f"(bound {KL_BOUND}), gold rating {sft_eval['rating']:.2f} -> {ppo_eval['rating']:.2f}, "
+        f"correct {sft_eval['correct']:.1%} -> {ppo_eval['correct']:.1%}, preferred "
+        f"{sft_eval['preferred']:.1%} -> {ppo_eval['preferred']:.1%}, win rate vs SFT "
+        f"{ppo_eval['win_rate']:.1%}, distinct {ppo_eval['distinct']:.1%}; wrote {path} in "
+        f"{minutes:.1f} min"
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    start_run(args)
+    progress = not args.no_progress
+    encoding = bpe.get_encoding()
+
+    policy = load_model(args.sft, tokenizer=encoding).float().eval()
+    train = load_json(DATA_DIR / "instructions" / "train.json")
+    test = load_json(DATA_DIR / "instructions" / "test.json")
+    curve_entries = curve_prompts(test)
+    bon_key = key_of(
+        digest(args.sft),
+        args.seed,
+        SETTINGS["bon_samples"],
+        PPO_SETTINGS["max_new_tokens"],
+        [e["instruction"] + e["input"] for e in curve_entries],
+    )
+    if args.best_of_n_samples_only:
+        best_of_n_candidates(policy, curve_entries, encoding, bon_key, args.seed, progress)
+        print(f"best-of-n samples cached ({time.perf_counter() - start:.0f} s)")
+        return {}
+    reference, reward_model, trainer, n_prompts = make_trainer(args, policy, encoding, train)
+    point_at = functools.partial(
+        held_out_point, policy, reference, reward_model, curve_entries, encoding, seed=args.seed
+    )
+    curve, state_path = train_policy(trainer, args, point_at, start)
+    train_seconds = time.perf_counter() - start
+
+    # ---- release: bf16 weights, every figure measured on the weights read back
+    out = args.out_dir
+    path, final = release(policy, args, encoding)
+    sft_model = load_model(args.sft, tokenizer=encoding).float().eval()
+    sft_eval, ppo_eval, targets = evaluate_release(
+        final, sft_model, test, encoding, reference, reward_model, args.seed
+    )
+    metrics = metrics_of(
+        args, sft_eval, ppo_eval, targets, n_prompts, len(curve_entries), train_seconds
+    )
     write_json(out / "ppo_log.json", {"steps": trainer.history, "held_out": curve})
-    write_json(out / "ppo_responses.json", responses)
+    write_json(out / "ppo_responses.json", responses_of(test, sft_eval, ppo_eval))
 
     if not args.no_best_of_n:
         bon = best_of_n_curve(
@@ -367,15 +434,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["total_seconds"] = time.perf_counter() - start
     write_json(out / "ppo_metrics.json", metrics)
     state_path.unlink(missing_ok=True)
-    print(
-        f"held-out reward {sft_eval['rm_score']:+.3f} -> {ppo_eval['rm_score']:+.3f} "
-        f"(+{targets['reward_rise_in_sft_std']:.2f} SFT std), KL {ppo_eval['kl']:.2f} nats "
-        f"(bound {KL_BOUND}), gold rating {sft_eval['rating']:.2f} -> {ppo_eval['rating']:.2f}, "
-        f"correct {sft_eval['correct']:.1%} -> {ppo_eval['correct']:.1%}, preferred "
-        f"{sft_eval['preferred']:.1%} -> {ppo_eval['preferred']:.1%}, win rate vs SFT "
-        f"{ppo_eval['win_rate']:.1%}, distinct {ppo_eval['distinct']:.1%}; wrote {path} in "
-        f"{metrics['total_seconds'] / 60:.1f} min"
-    )
+    print(summary_line(sft_eval, ppo_eval, targets, path, metrics["total_seconds"] / 60))
     return metrics
 
 

@@ -83,9 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    wall_start = time.perf_counter()
+def run_settings(args: argparse.Namespace) -> dict:
+    """The scale's settings with the flags' overrides."""
     settings = dict(SETTINGS[args.scale])
     for key in ("max_steps", "batch_size"):
         if getattr(args, key) is not None:
@@ -93,18 +92,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.lr is not None:
         settings["max_lr"] = args.lr
     settings["warmup_steps"] = min(settings["warmup_steps"], settings["max_steps"])
-    name = args.name or f"base_{args.scale}"
+    return settings
 
-    info = init_distributed()
-    shared.setup(seed=args.seed, scale=args.scale, quiet=True)
-    if args.threads is None and info.world_size > 1:  # share the cores between processes
-        args.threads = max(1, (os.cpu_count() or 1) // info.world_size)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
 
-    encoding = bpe.get_encoding()
-    texts = {s: (DATA_DIR / "tiny_world" / f"{s}.txt").read_text("utf-8") for s in ("train", "val")}
-    ids = {s: encoding.encode(t, allowed_special={bpe.ENDOFTEXT}) for s, t in texts.items()}
+def pretrain(args, settings: dict, info, encoding, ids: dict, state_path: Path) -> tuple:
+    """Build the model and train it (continuing from ``state_path`` with ``--resume``).
+    Returns ``(model, history, validation batches)``."""
     cfg = MODEL_PRESETS[args.scale]
     torch.manual_seed(args.seed)
     model = GPTModel(cfg).to(info.device)
@@ -125,7 +118,6 @@ def main(argv: list[str] | None = None) -> dict:
         total_steps=settings["max_steps"],
         min_lr=settings["max_lr"] * MIN_LR_FRACTION,
     )
-    state_path = DATA_DIR / "cache" / f"{name}_train_state.pt"
     if args.resume and not state_path.is_file():
         raise FileNotFoundError(f"--resume: no training state at {state_path}")
     if info.is_main:
@@ -151,17 +143,20 @@ def main(argv: list[str] | None = None) -> dict:
         resume_from=state_path if args.resume else None,
         progress=not args.no_progress,
     )
-    if not info.is_main:
-        cleanup()
-        return {}
+    return model, history, val
 
+
+def measure(args, settings, info, model, encoding, ids, val, history, wall_start) -> dict:
+    """The figures of ``NAME_metrics.json``: validation loss, bigram baseline, fact probes,
+    tokens and time."""
     val_loss = evaluate_loss(model, val)  # the whole validation text, not a sample
-    bigram = bigram_baseline(ids["train"], ids["val"], cfg.vocab_size, BIGRAM_SMOOTHING)
+    vocab_size = MODEL_PRESETS[args.scale].vocab_size
+    bigram = bigram_baseline(ids["train"], ids["val"], vocab_size, BIGRAM_SMOOTHING)
     probes = tiny_world.fact_probes(tiny_world.make_world(seed=0))
     accuracy, results = fact_probe_accuracy(model, encoding, probes)
     tokens_seen = history["tokens_seen"][-1]
     resumed_time = history["elapsed"][-1]  # includes time before an interruption
-    metrics = {
+    return {
         "scale": args.scale,
         "parameters": count_parameters(model),
         "val_loss": val_loss,
@@ -183,23 +178,55 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def release(args, name: str, model, settings, encoding, history, metrics) -> None:
+    """Write ``NAME.pt``, ``NAME_log.json`` and ``NAME_metrics.json`` into ``--out-dir``."""
     out = args.out_dir
     save_checkpoint(
         out / f"{name}.pt",
         model,
         step=settings["max_steps"],
-        config=cfg,
+        config=MODEL_PRESETS[args.scale],
         data_position=settings["max_steps"],
-        extra={"val_loss": val_loss, "fact_accuracy": accuracy},
+        extra={"val_loss": metrics["val_loss"], "fact_accuracy": metrics["fact_accuracy"]},
         tokenizer=encoding,
     )
     write_json(out / f"{name}_log.json", history)
     write_json(out / f"{name}_metrics.json", metrics)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    wall_start = time.perf_counter()
+    settings = run_settings(args)
+    name = args.name or f"base_{args.scale}"
+
+    info = init_distributed()
+    shared.setup(seed=args.seed, scale=args.scale, quiet=True)
+    if args.threads is None and info.world_size > 1:  # share the cores between processes
+        args.threads = max(1, (os.cpu_count() or 1) // info.world_size)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    encoding = bpe.get_encoding()
+    texts = {s: (DATA_DIR / "tiny_world" / f"{s}.txt").read_text("utf-8") for s in ("train", "val")}
+    ids = {s: encoding.encode(t, allowed_special={bpe.ENDOFTEXT}) for s, t in texts.items()}
+    state_path = DATA_DIR / "cache" / f"{name}_train_state.pt"
+    model, history, val = pretrain(args, settings, info, encoding, ids, state_path)
+    if not info.is_main:
+        cleanup()
+        return {}
+
+    metrics = measure(args, settings, info, model, encoding, ids, val, history, wall_start)
+    release(args, name, model, settings, encoding, history, metrics)
+    out = args.out_dir
     state_path.unlink(missing_ok=True)  # finished: the resumable state is no longer needed
     print(
-        f"val loss {val_loss:.4f} (perplexity {metrics['val_perplexity']:.2f}; bigram "
-        f"{bigram['val_perplexity']:.2f}), facts {accuracy:.1%} of {len(probes)}, "
-        f"{tokens_seen:,} tokens in {resumed_time / 60:.1f} min "
+        f"val loss {metrics['val_loss']:.4f} (perplexity {metrics['val_perplexity']:.2f}; "
+        f"bigram {metrics['bigram_val_perplexity']:.2f}), facts "
+        f"{metrics['fact_accuracy']:.1%} of {metrics['fact_probes']}, "
+        f"{metrics['tokens_seen']:,} tokens in {metrics['train_seconds'] / 60:.1f} min "
         f"({metrics['tokens_per_s']:,.0f} tokens/s), wrote {out / name}.pt "
         f"({(out / f'{name}.pt').stat().st_size / 1e6:.1f} MB)"
     )

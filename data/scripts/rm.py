@@ -29,9 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, digest, load_json
+from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, digest, load_json, start_run
 
-import shared
 from shared import bpe, preference_data, sft
 from shared import reward_model as rmod
 from shared.checkpoints import load_model, save_checkpoint
@@ -75,25 +74,18 @@ def accuracy_table(pairs: list[dict], chosen: torch.Tensor, rejected: torch.Tens
     return json.loads(table.round(4).to_json(orient="index"))
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=SETTINGS["steps"])
     parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
     add_common_flags(parser)
     parser.add_argument("--sft", type=Path, default=CHECKPOINTS / "sft.pt")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    shared.setup(seed=args.seed, scale="small", quiet=True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
-    encoding = bpe.get_encoding()
-    policy = load_model(args.sft, tokenizer=encoding)
-    ctx = policy.cfg.context_length
+    return parser.parse_args(argv)
 
+
+def load_pairs(args, policy, encoding, sft_digest: str) -> tuple[dict, dict]:
+    """The rule-made pairs and the sampled pairs (sampled once, then cached), by split."""
     rule = {s: load_json(DATA_DIR / "preferences" / f"{s}.json") for s in ("train", "test")}
-    sft_digest = digest(args.sft)
     sampled_path = CACHE / f"rm_pairs_sampled_{args.seed}_{sft_digest[:12]}.json"
     if sampled_path.is_file():
         sampled = load_json(sampled_path)
@@ -101,19 +93,16 @@ def main(argv: list[str] | None = None) -> dict:
         instructions = {s: load_json(DATA_DIR / "instructions" / f"{s}.json") for s in rule}
         print("sampling the SFT model's own responses ...")
         sampled = {
-            s: sample_pairs(policy, encoding, instructions[s], args.seed + i, progress)
+            s: sample_pairs(policy, encoding, instructions[s], args.seed + i, not args.no_progress)
             for i, s in enumerate(("train", "test"))
         }
         write_json(sampled_path, sampled)
-    train_pairs = rule["train"] + sampled["train"]
-    test_pairs = rule["test"] + sampled["test"]
-    print(
-        f"{len(train_pairs)} training pairs ({len(sampled['train'])} sampled), "
-        f"{len(test_pairs)} held-out pairs ({len(sampled['test'])} sampled)"
-    )
-    train_ids = rmod.encode_pairs(train_pairs, encoding, ctx)
-    test_ids = rmod.encode_pairs(test_pairs, encoding, ctx)
+    return rule, sampled
 
+
+def train_reward(args, policy, encoding, train_ids, test_ids, state_path: Path) -> tuple:
+    """A scalar head on the SFT backbone, trained with the Bradley-Terry loss (resumable).
+    Returns ``(model, held-out scores before training, history)``."""
     torch.manual_seed(args.seed)
     model = rmod.ScalarModel(policy)
     pad = encoding.eot_token
@@ -133,25 +122,29 @@ def main(argv: list[str] | None = None) -> dict:
         train_ids,
         config,
         evaluate_on=test_ids[::4],
-        checkpoint_path=CACHE / f"rm_{args.steps}_{sft_digest[:12]}_state.pt",
-        progress=progress,
+        checkpoint_path=state_path,
+        progress=not args.no_progress,
     )
+    return model, before, history
 
-    out = args.out_dir
-    path = out / "rm.pt"
+
+def release(model, policy, path: Path, steps: int, encoding):
+    """bfloat16 weights to ``path``; returns the reward model read back from it."""
     extra = {"base": "sft.pt", "template": "alpaca", "score": "last real token"}
     released = rmod.ScalarModel(policy)
     released.load_state_dict(model.state_dict())
-    save_checkpoint(
-        path, released.to(torch.bfloat16), step=args.steps, extra=extra, tokenizer=encoding
-    )
-    model = rmod.load_scalar_model(path, tokenizer=encoding)  # figures of the stored weights
-    chosen, rejected = rmod.score_pairs(model, test_ids, pad)
+    save_checkpoint(path, released.to(torch.bfloat16), step=steps, extra=extra, tokenizer=encoding)
+    return rmod.load_scalar_model(path, tokenizer=encoding)
+
+
+def metrics_of(args, rule, sampled, train_pairs, test_pairs, before, chosen, rejected, start):
+    """The figures of ``rm_metrics.json``: accuracy per kind and pair type, before training
+    and on the held-out people, the margin, the sizes and the settings."""
     held_out = {n for p in rule["test"] for n in p["people"]} - {
         n for p in rule["train"] for n in p["people"]
     }
     hidden = [i for i, p in enumerate(test_pairs) if held_out & set(p["people"])]
-    metrics = {
+    return {
         "accuracy": accuracy_table(test_pairs, chosen, rejected),
         # an untrained head scores everything 0: every pair is a tie, counted as half right
         "accuracy_before": float(((before[0] > before[1]) + 0.5 * (before[0] == before[1])).mean()),
@@ -166,6 +159,37 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    start_run(args)
+    encoding = bpe.get_encoding()
+    policy = load_model(args.sft, tokenizer=encoding)
+    ctx = policy.cfg.context_length
+
+    sft_digest = digest(args.sft)
+    rule, sampled = load_pairs(args, policy, encoding, sft_digest)
+    train_pairs = rule["train"] + sampled["train"]
+    test_pairs = rule["test"] + sampled["test"]
+    print(
+        f"{len(train_pairs)} training pairs ({len(sampled['train'])} sampled), "
+        f"{len(test_pairs)} held-out pairs ({len(sampled['test'])} sampled)"
+    )
+    train_ids = rmod.encode_pairs(train_pairs, encoding, ctx)
+    test_ids = rmod.encode_pairs(test_pairs, encoding, ctx)
+
+    state_path = CACHE / f"rm_{args.steps}_{sft_digest[:12]}_state.pt"
+    model, before, history = train_reward(args, policy, encoding, train_ids, test_ids, state_path)
+
+    out = args.out_dir
+    path = out / "rm.pt"
+    model = release(model, policy, path, args.steps, encoding)  # figures of the stored weights
+    chosen, rejected = rmod.score_pairs(model, test_ids, encoding.eot_token)
+    metrics = metrics_of(
+        args, rule, sampled, train_pairs, test_pairs, before, chosen, rejected, start
+    )
     scores = [
         {"kind": p["kind"], "pair_type": p["pair_type"], "chosen": c, "rejected": r}
         for p, c, r in zip(test_pairs, chosen.tolist(), rejected.tolist())
@@ -174,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(out / "rm_pairs_sampled.json", sampled)
     write_json(out / "rm_scores.json", scores)
     write_json(out / "rm_metrics.json", metrics)
-    (CACHE / f"rm_{args.steps}_{sft_digest[:12]}_state.pt").unlink(missing_ok=True)
+    state_path.unlink(missing_ok=True)
     print(
         f"held-out pair accuracy {metrics['accuracy']['all']['all']:.1%} (before "
         f"{metrics['accuracy_before']:.1%}), held-out people "

@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, load_split
+from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, load_split, start_run
 
-import shared
 from shared import bpe, sft
 from shared.checkpoints import load_model, save_checkpoint
 from shared.files import write_json
@@ -133,10 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     add_common_flags(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    shared.setup(seed=args.seed, scale="small", quiet=True)
-    if args.threads:  # on a busy machine one thread can be faster than two fighting
-        torch.set_num_threads(args.threads)
-    CACHE.mkdir(parents=True, exist_ok=True)
+    start_run(args)
     encoding = bpe.get_encoding()
     data = {s: load_split(s) for s in ("train", "val", "test")}
     held_out = held_out_people(data["train"], data["test"])
