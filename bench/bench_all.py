@@ -153,6 +153,21 @@ def table(figures: dict) -> str:
                     "<= 3 GB",
                 )
             )
+    gpu = figures.get("gpu")
+    for r in (gpu or {}).get("runs", []):
+        m = r["models"]
+        compiled = m.get("fused+compile", {}).get("mfu")
+        rows.append(
+            (
+                f"training `{r['scale']}` on {gpu['_device']}, bf16 autocast, batch {r['batch']} "
+                f"({gpu['_date']}, torch {gpu['_torch']})",
+                f"lean reference {m['lean']['tokens_per_s']:,.0f} tokens/s; fused path "
+                f"**{m['fused']['vs_lean']:.2f}x**; MFU fused {m['fused']['mfu']:.1%}, lean "
+                f"{m['lean']['mfu']:.1%}"
+                + (f", fused + `torch.compile` {compiled:.1%}" if compiled else ""),
+                ">= 1.0x",
+            )
+        )
     test = figures.get("make_test")
     if test:
         split = ", ".join(f"{k} {v:.0f} s" for k, v in test["seconds"].items())
@@ -201,6 +216,7 @@ def main() -> None:
         figures["judge_server"] = judge_server_burst()
     figures["notebooks"] = read_json("notebooks.json")
     figures["make_test"] = read_json("make_test.json")
+    figures["gpu"] = read_json("gpu.json")  # recorded on a GPU machine (bench_training.py)
     text = "# Benchmarks\n\nWritten by `make bench` (`bench/bench_all.py`).\n\n" + table(figures)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -50,7 +50,15 @@ from shared.gpt import MODEL_PRESETS, GPTModel
 from shared.training import make_optimizer
 
 # Dense bf16 peak of common GPUs in TFLOP/s (vendor data sheets), for MFU.
-GPU_PEAK_TFLOPS = {"A100": 312, "H100": 989, "L4": 121, "A10": 125, "T4": 65, "V100": 125}
+GPU_PEAK_TFLOPS = {
+    "A100": 312,
+    "H100": 989,
+    "H200": 989,
+    "L4": 121,
+    "A10": 125,
+    "T4": 65,
+    "V100": 125,
+}
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -182,15 +190,18 @@ def report(result: dict) -> None:
 
 
 def mfu(result: dict) -> None:
-    """Model FLOPs utilisation of the fused model on this GPU, if its peak is known."""
+    """Model FLOPs utilisation of every timed model on this GPU, if its peak is known."""
     name = torch.cuda.get_device_name()
     peak = next((v for k, v in GPU_PEAK_TFLOPS.items() if k in name), None)
-    achieved = result["models"]["fused"]["gflops"] / 1e3
-    if peak is None:
-        print(f"  {name}: {achieved:.1f} TFLOP/s (peak unknown: add it to GPU_PEAK_TFLOPS)")
-    else:
-        result["mfu"] = achieved / peak
-        print(f"  {name}: {achieved:.1f} TFLOP/s of {peak} bf16 peak = MFU {achieved / peak:.1%}")
+    for model, m in result["models"].items():
+        achieved = m["gflops"] / 1e3
+        if peak is None:
+            print(f"  {name}, {model}: {achieved:.1f} TFLOP/s (peak unknown: add it to the table)")
+            continue
+        m["mfu"] = achieved / peak
+        print(f"  {name}, {model}: {achieved:.1f} TFLOP/s of {peak} bf16 peak = MFU {m['mfu']:.1%}")
+    if peak is not None:
+        result["mfu"] = result["models"]["fused"]["mfu"]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -203,6 +214,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--gpu-batch", type=int, default=8, help="batch of the gpt2 run on CUDA")
     args = parser.parse_args(argv)
     shared.setup(quiet=True)
     torch.set_num_threads(args.threads)
@@ -211,7 +223,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         results.append(measure(scale, args.batch_size, args.rounds, args.compile, "cpu"))
         report(results[-1])
     if torch.cuda.is_available():
-        gpu = measure("gpt2", 8, args.rounds, compile_too=False, device="cuda")
+        gpu = measure("gpt2", args.gpu_batch, args.rounds, compile_too=args.compile, device="cuda")
         gpu["device"] = "cuda, bf16 autocast"
         report(gpu)
         mfu(gpu)

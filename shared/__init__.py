@@ -33,6 +33,7 @@ One module per concern, listed with the chapter that builds it (later chapters i
 | 11 | ``alignment_eval`` | one evaluation of any policy: gold rule, reward model, KL, best-of-n |
 | 12 | ``judge_data`` | the judge's prompts (the lecture's rubric and 0-100 score), targets, parsing, kappa |
 | 12 | ``chat`` | a chat model in-process: templates, Ollama's generation options, streamed answers |
+| 12 | ``serving`` | a local model server kept safe under load: request queue, Host/Origin checks, timeouts |
 | 12 | ``judge_server`` | the HTTP layer: Ollama's API (and OpenAI's subset) over ``chat`` |
 | 12 | ``judge_client`` | the client of that API, which also talks to a real Ollama |
 """

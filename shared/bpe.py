@@ -32,6 +32,7 @@ import regex
 import tiktoken
 from tqdm.auto import tqdm
 
+from shared.checks import is_int
 from shared.files import as_path, atomic_open
 from shared.runtime import DATA_DIR
 from shared.tiny_world import ENDOFTEXT  # the corpus owns the document separator
@@ -99,6 +100,14 @@ def _check_table(ranks: dict[bytes, int], special_tokens: dict[str, int], patter
             )
     if len(set(special_tokens.values())) != len(special_tokens):
         raise ValueError(f"two special tokens share an id: {special_tokens}")
+    # vocab_size is the largest id + 1: a gap would be ids no text gives and none decodes,
+    # each an embedding row in a model (an id of 100,000 after 4,095 ranks: 95,905 of them)
+    n = len(ranks)
+    if sorted(special_tokens.values()) != list(range(n, n + len(special_tokens))):
+        raise ValueError(
+            f"special token ids must follow the ranks without a gap: {n}..."
+            f"{n + len(special_tokens) - 1} in any order, got {special_tokens}"
+        )
 
 
 class BPETokenizer:
@@ -377,6 +386,8 @@ class BPETokenizer:
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes of one token (a special token gives its text as UTF-8)."""
+        if isinstance(token_id, bool):
+            raise TypeError(f"token ids are ints, not bool: got {token_id!r}")
         try:
             return self._decoder[token_id]
         except (KeyError, TypeError):
@@ -390,6 +401,8 @@ class BPETokenizer:
         (``operator.index`` refuses floats, which would otherwise be silently truncated)."""
         if isinstance(ids, (str, bytes)):
             raise TypeError(f"ids must be a sequence of token ids, got {type(ids).__name__}")
+        if str(getattr(ids, "dtype", "")) in ("bool", "torch.bool"):
+            raise TypeError(f"ids must be token ids (ints), got a bool array: {ids!r}")
         ndim = getattr(ids, "ndim", 1)
         if ndim != 1:
             raise ValueError(
@@ -398,6 +411,8 @@ class BPETokenizer:
             )
         out = []
         for i in ids:
+            if not is_int(i):  # operator.index alone would take True as the id 1
+                raise TypeError(f"ids must be integers (not bools or floats), got {i!r}")
             try:
                 out.append(self.token_bytes(operator.index(i)))
             except TypeError:

@@ -11,17 +11,22 @@ continues a text. This module is the step between the two, with no web server in
 - ``ChatModel``: a model, its tokenizer and its template under one name.
   ``chat_model.chat("What colour is Nabo's hat?", temperature=0)`` answers in process.
 - ``Answer``: one answer being generated, token by token with a KV cache; iterate over it
-  to get the text piece by piece as soon as it exists, then read Ollama's statistics
-  (token counts, durations, why it stopped) from its attributes.
+  to get the text piece by piece as soon as it exists (or ``start_thread`` it and read the
+  pieces in an event loop), then read Ollama's statistics (token counts, durations, why it
+  stopped) from its attributes; ``cancel`` ends it after the current token.
 - ``ContextLengthError``: the prompt leaves no room for an answer in the model's context.
 - ``load_chat_model``: a ``ChatModel`` from a checkpoint file.
 
-Each model answers one request at a time (a lock per set of weights): a CPU is busy enough
-with one. ``shared.judge_server`` puts these models behind Ollama's HTTP API.
+Each model answers one request at a time (a lock per set of weights, held from an answer's
+first token to its last): a CPU is busy enough with one. So whoever iterates an ``Answer``
+must not wait, between two pieces, for anything that waits for the same model;
+``start_thread`` is the safe way to serve many answers at once. ``shared.judge_server`` puts
+these models behind Ollama's HTTP API.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import hashlib
 import math
@@ -29,7 +34,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -284,6 +289,10 @@ class Answer:
     The steps are those of ``shared.decoding.generate`` (the prompt through the model once
     with a KV cache, then one new token per step, each chosen by ``sample_next``), written
     out here so that every token can be passed on as soon as it exists.
+
+    The model's lock is held from the first token to the last (or to ``cancel``), across
+    the yields: the consumer of the pieces must not wait for anything that waits for this
+    model. ``start_thread`` consumes them in a thread of its own that never waits.
     """
 
     def __init__(
@@ -308,6 +317,7 @@ class Answer:
         self.eval_duration = 0
         self.total_duration = 0
         self._iterated = False
+        self._cancelled = threading.Event()
 
     def stats(self) -> dict[str, Any]:
         """The fields of Ollama's final message (after the iteration)."""
@@ -320,6 +330,47 @@ class Answer:
             "eval_count": self.eval_count,
             "eval_duration": self.eval_duration,
         }
+
+    def cancel(self) -> None:
+        """End the generation after the current token (from any thread); the model's lock
+        is then let go. An answer cancelled before it starts generates nothing."""
+        self._cancelled.set()
+
+    def start_thread(self, finish: Callable[[], None] = lambda: None) -> AsyncIterator[str]:
+        """Generate the whole answer now, in a new daemon thread; ``async for`` over what
+        this returns gets the pieces in the calling event loop.
+
+        The thread hands each piece over through an unbounded queue and never waits for
+        its consumer: with the model's lock held, it waits for nothing but the CPU, so the
+        answer always runs to its end (or to ``cancel``), whatever the consumer does, and
+        the next request for the model then gets the lock. ``finish()`` runs in the thread
+        once the generation is over, before the consumer sees the end; an exception that
+        ended the generation is raised in the consumer.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+        def deliver(item: str | BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop is closed: nobody is listening any more
+                self.cancel()
+
+        def run() -> None:
+            end: BaseException | None = None
+            try:
+                for piece in self:
+                    deliver(piece)
+            except BaseException as e:  # raised in the consumer
+                end = e
+            finally:
+                try:
+                    finish()
+                finally:
+                    deliver(end)
+
+        threading.Thread(target=run, name=f"answer-{self.chat_model.name}", daemon=True).start()
+        return _received(queue)
 
     def __iter__(self) -> Iterator[str]:
         if self._iterated:
@@ -349,6 +400,8 @@ class Answer:
                 step_input = self.prompt_ids
                 self.done_reason = "length"
                 for step in range(self.max_new_tokens):
+                    if self._cancelled.is_set():  # nobody wants the rest
+                        break
                     token = cm._next_token(step_input, cache, opts, generator)
                     if step == 0:
                         self.prompt_eval_duration = now_ns() - began
@@ -377,6 +430,14 @@ class Answer:
                 if self.max_new_tokens > 0:
                     self.eval_duration = end - began - self.prompt_eval_duration
                 self.total_duration = end - self.started_ns
+
+
+async def _received(queue: asyncio.Queue) -> AsyncIterator[str]:
+    """The pieces ``Answer.start_thread`` hands over, up to the end (``None``)."""
+    while (item := await queue.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 class ChatModel:

@@ -19,16 +19,19 @@ Four promises:
    the checksums, and only then renames it over the target with ``os.replace``, which is
    atomic on POSIX and Windows. A crash, a full disk or a value that could not be read
    back leaves the previous checkpoint untouched, never half a file (or an unreadable one)
-   in its place. Temporary files left by a killed writer are removed by the next save.
+   in its place. So does a ``config`` that does not build a model with exactly these
+   weights. Temporary files left by a killed writer are removed by the next save, and a
+   symbolic link is written through (its target is replaced, the link stays).
 2. **Safe reads.** ``torch.load(weights_only=True)`` only rebuilds tensors and plain Python
    containers, never arbitrary objects, so a checkpoint from elsewhere cannot run code.
 3. **Intact numbers.** Tensor data damaged on disk does not match the stored checksum,
    and weights that are NaN or inf are refused (on save and on load), so a damaged file
    never becomes a model that quietly computes nonsense.
 4. **All or nothing.** ``load_checkpoint`` checks the config, every key and every shape,
-   the optimizer state and (if given) the tokenizer before it copies a single number into
-   the model or the optimizer; a mismatch raises a ``CheckpointError`` that names the file
-   and the offending keys, and the model is unchanged.
+   the optimizer state (whose parameters must be the model's) and (if given) the tokenizer
+   before it copies a single number into the model or the optimizer; a mismatch raises a
+   ``CheckpointError`` that names the file and the offending keys, and the model is
+   unchanged.
 
 Files written before checksums and tokenizer identities existed load as before (they get
 the finite-weights check only).
@@ -213,6 +216,60 @@ def _config_dict(config: GPTConfig | Mapping | None) -> dict | None:
     raise TypeError(f"config must be a GPTConfig, a dict or None, got {type(config).__name__}")
 
 
+def _check_fits_config(path: Path, config: dict, state: Mapping, model: nn.Module) -> None:
+    """The model ``config`` builds has exactly the keys and shapes of ``state``, or raise.
+
+    That model is what ``load_model`` builds, or for a ``ScalarModel`` (its keys start
+    with ``backbone.``) what ``load_scalar_model`` builds: a file it cannot read must
+    never replace a good one.
+    """
+    required = [f.name for f in dataclasses.fields(GPTConfig) if f.default is dataclasses.MISSING]
+    missing = [k for k in required if k not in config]
+    try:
+        if missing:
+            raise ValueError(f"the fields {missing} are missing")
+        cfg = GPTConfig.from_dict(config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"cannot save {path}: the config does not build a GPTModel ({e}); "
+            f"{path} was left unchanged"
+        ) from None
+    scalar = any(k.startswith("backbone.") for k in state)
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        want = {k: tuple(v.shape) for k, v in GPTModel(cfg).state_dict().items()}
+    if scalar:  # shared.reward_model.ScalarModel: no vocabulary head, a head of one output
+        want = {f"backbone.{k}": s for k, s in want.items() if not k.startswith("out_head.")}
+        want.update({"head.weight": (1, cfg.emb_dim), "head.bias": (1,)})
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    untied = False
+    if want == have and cfg.tie_weights and not scalar:
+        # load_model would copy both into the one tied matrix: the last one would win
+        emb, head = state["tok_emb.weight"], state["out_head.weight"]
+        untied = emb.data_ptr() != head.data_ptr() and not torch.equal(emb, head)
+    if want == have and not untied:
+        return
+    problems = []
+    own = getattr(model, "cfg", None)
+    if isinstance(own, GPTConfig):  # name the fields, when the model knows its own
+        own = own.to_dict()
+        fields = [k for k in sorted(own.keys() - RUNTIME_KEYS) if own[k] != config.get(k)]
+        problems += [f"{k}: config {config.get(k)!r} vs model {own[k]!r}" for k in fields]
+    wrong = sorted(k for k in want.keys() & have.keys() if want[k] != have[k])
+    problems += [f"{k}: weights {have[k]} vs config {want[k]}" for k in wrong[:3]]
+    for name, keys in (
+        ("missing", want.keys() - have.keys()),
+        ("unexpected", have.keys() - want.keys()),
+    ):
+        if keys:
+            problems.append(f"{name} keys {sorted(keys)[:3]}{'...' if len(keys) > 3 else ''}")
+    if untied:
+        problems.append("tie_weights: out_head.weight and tok_emb.weight differ")
+    raise CheckpointError(
+        f"cannot save {path}: the config does not fit the weights ({'; '.join(problems)}); "
+        f"{path} was left unchanged"
+    )
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
@@ -231,7 +288,10 @@ def save_checkpoint(
     numpy values, paths and dataclasses are converted, anything else is a TypeError raised
     before a byte is written. ``tokenizer`` (a ``tiktoken.Encoding`` or ``BPETokenizer``)
     records which vocabulary the model's ids belong to; without it, the identity the model
-    was loaded with (if any) is kept. Weights that are NaN or inf are refused.
+    was loaded with (if any) is kept. Weights that are NaN or inf are refused, and so is a
+    ``config`` that does not build a model with these keys and shapes (the ``GPTModel``
+    of ``load_model``, or for a ``ScalarModel`` that of ``load_scalar_model``). A
+    symbolic link at ``path`` stays: the file it points to is replaced.
 
     The file is read back with ``weights_only=True`` and its checksums compared before it
     replaces ``path``, so a save never swaps a good checkpoint for an unreadable one.
@@ -257,6 +317,8 @@ def save_checkpoint(
             f"model has non-finite (NaN or inf) weights in {bad[:5]}; refusing to write "
             f"{path}, which could not be used"
         )
+    if config_dict is not None:
+        _check_fits_config(path, config_dict, state, model)
     if tokenizer is not None:
         identity = tokenizer_identity(tokenizer)
         vocab = (config_dict or {}).get("vocab_size")
@@ -410,8 +472,9 @@ def load_checkpoint(
     Returns the checkpoint dict (``step``, ``data_position``, ``extra``, ``config``,
     ``tokenizer``, ...). Raises ``CheckpointError`` naming the file for a corrupt file, a
     different config (with the differing keys), missing/unexpected keys or different
-    shapes, and then neither the model nor the optimizer has changed. The model keeps the
-    stored tokenizer identity as ``model.tokenizer_identity``.
+    shapes, and a ``ValueError`` for an optimizer built for another model; then neither
+    the model nor the optimizer has changed. The model keeps the stored tokenizer identity
+    as ``model.tokenizer_identity``.
     """
     path = as_path(path)
     ckpt = read_checkpoint(path) if _checkpoint is None else _checkpoint
@@ -421,6 +484,16 @@ def load_checkpoint(
         raise TypeError(
             f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
         )
+    if model is not None and optimizer is not None:
+        own = {id(p) for p in model.parameters()}
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        foreign = sum(id(p) not in own for p in params)
+        if foreign:
+            raise ValueError(
+                f"cannot load checkpoint {path}: the optimizer updates {foreign} of its "
+                f"{len(params)} parameters that are not the model's (it was built for "
+                "another model, or a copy); nothing was loaded"
+            )
     if expected_config is None and model is not None:
         expected_config = getattr(model, "cfg", None)
     if expected_config is not None:

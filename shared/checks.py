@@ -3,6 +3,7 @@
 - ``check_int``: an int (numpy ints too; not bools, floats or None), within bounds.
 - ``check_number``: a finite real number (numpy floats too; not bools), within bounds.
 - ``check_token_ids``: a flat list of token ids, from a list or a 1-D integer tensor.
+- ``check_bool``: True or False, nothing that merely behaves like one.
 - ``check_fields``: the fields of a config dataclass (``PPOConfig``, ``DPOConfig``, ...).
 - ``is_int`` / ``is_number``: the same tests as predicates, for code that reports a bad
   value its own way (the judge server answers HTTP 400 instead of raising).
@@ -18,7 +19,15 @@ import numbers
 import operator
 from collections.abc import Sequence
 
-__all__ = ["check_fields", "check_int", "check_number", "check_token_ids", "is_int", "is_number"]
+__all__ = [
+    "check_bool",
+    "check_fields",
+    "check_int",
+    "check_number",
+    "check_token_ids",
+    "is_int",
+    "is_number",
+]
 
 
 def is_int(value: object) -> bool:
@@ -72,17 +81,26 @@ def check_number(
 
 
 def check_token_ids(ids: object, name: str) -> list[int]:
-    """A list of token ids (ints, or a 1-D integer tensor) as a plain list of ints."""
+    """A list of token ids (ints, or a 1-D integer tensor) as a plain list of ints; bools and
+    floats are refused (``[True, False]`` is a slip, never the ids 1 and 0)."""
     if hasattr(ids, "dim") and hasattr(ids, "tolist"):  # a tensor, without importing torch
-        if ids.dim() != 1 or ids.dtype.is_floating_point:
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or str(ids.dtype) == "torch.bool":
+            raise TypeError(f"{name} must hold integer token ids, got a {ids.dtype} tensor")
+        if ids.dim() != 1:
             raise ValueError(f"{name} must be a 1-D list of token ids, got {tuple(ids.shape)}")
         return ids.tolist()
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
         raise TypeError(f"{name} must be a list of token ids, got {type(ids).__name__}")
-    try:
-        return [operator.index(t) for t in ids]
-    except TypeError:
-        raise TypeError(f"{name} must contain only int token ids, got {list(ids)[:5]}") from None
+    if not all(is_int(t) for t in ids):
+        raise TypeError(f"{name} must contain only int token ids, got {list(ids)[:5]}")
+    return [operator.index(t) for t in ids]
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` if it is True or False (numpy bools too); a TypeError otherwise."""
+    if type(value).__name__ not in ("bool", "bool_"):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_fields(

@@ -27,6 +27,7 @@ from shared.checks import check_int, check_number
 
 __all__ = [
     "apply_temperature",
+    "check_logits",
     "generate",
     "generate_text",
     "sample_next",
@@ -61,7 +62,7 @@ def _rows(mask: Tensor) -> str:
     return f"{rows[:5]}{'...' if len(rows) > 5 else ''}"
 
 
-def _check_logits(logits: Tensor, name: str = "logits", hint: str = "") -> None:
+def check_logits(logits: Tensor, name: str = "logits", hint: str = "") -> None:
     """Refuse logits that no token can be sensibly chosen from: NaN, +inf, or a row in
     which every entry is -inf (everything masked). A -inf entry alone is a masked token."""
     if not isinstance(logits, Tensor):
@@ -97,7 +98,7 @@ def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
     temperatures would reverse the order of preference and are a ValueError.
     """
     t = check_number(temperature, "temperature", 0.0)
-    _check_logits(logits)
+    check_logits(logits)
     if t == 0.0:
         top = logits.max(dim=-1, keepdim=True).values
         return logits.masked_fill(logits < top, float("-inf"))
@@ -119,7 +120,7 @@ def top_k_filter(logits: Tensor, k: int) -> Tensor:
     the vocabulary keeps everything.
     """
     k = _check_top_k(k)
-    _check_logits(logits)
+    check_logits(logits)
     k = min(k, logits.shape[-1])
     values, indices = torch.topk(logits, k, dim=-1)
     return torch.full_like(logits, float("-inf")).scatter(-1, indices, values)
@@ -135,7 +136,7 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     lands exactly on ``p``, float rounding decides.)
     """
     p = _check_top_p(p)
-    _check_logits(logits)
+    check_logits(logits)
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     probs = torch.softmax(sorted_logits, dim=-1)
     mass_before = torch.cumsum(probs, dim=-1) - probs  # mass of the more likely tokens
@@ -166,7 +167,7 @@ def sample_next(
         _check_top_p(top_p)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
-    _check_logits(logits)
+    check_logits(logits)
     if temperature == 0.0:
         return logits.argmax(dim=-1)
     logits = apply_temperature(logits.float(), temperature)
@@ -287,7 +288,7 @@ def generate(
             else:
                 logits = model(idx[:, -1:], kv_cache=cache)  # only the newest token
             last = logits[:, -1]
-            _check_logits(
+            check_logits(
                 last,
                 "the model's logits",
                 f" at generation step {step}; are the model's weights finite?",

@@ -31,7 +31,7 @@ loss_type   loss per pair                                                 refere
 ==========  ============================================================  ================
 ``dpo``     ``−log σ(β h)``                                               yes
 ``ipo``     ``(h − 1/(2β))²``  (β plays the lecture's τ)                  yes
-``rdpo``    ``−log σ(β h − α(|y⁺| − |y⁻|))``                              yes
+``rdpo``    ``−log σ(β h + α(|y⁺| − |y⁻|))``                              yes
 ``simpo``   ``−log σ(β(ℓ̄⁺ − ℓ̄⁻) − γ)``, ``ℓ̄ = log π_θ(y|x)/|y|``         no
 ``orpo``    ``−ℓ̄⁺ − β log σ(log odds(y⁺) − log odds(y⁻))``                no
 ==========  ============================================================  ================
@@ -40,7 +40,10 @@ where ``|y|`` is the number of response tokens and ``odds(y) = p/(1 − p)`` wit
 ``p = exp(ℓ̄)``. IPO (Azar et al., 2023, "A General Theoretical Paradigm to Understand
 Learning from Human Preferences") regresses ``h`` to a fixed target instead of pushing it
 to infinity; R-DPO (Park et al., 2024, "Disentangling Length from Quality in Direct
-Preference Optimization") penalises winning by length; SimPO (Meng, Xia and Chen, 2024,
+Preference Optimization") penalises winning by length: from the length-penalised objective
+``max E[r − α|y|] − β KL`` the reward is ``β log π/π_ref + α|y| + const``, so a longer chosen
+response already has the larger margin and gets a *smaller* gradient weight than in DPO
+(the lecture's table writes ``− α(|y⁺| − |y⁻|)``, which would reward length instead); SimPO (Meng, Xia and Chen, 2024,
 "SimPO: Simple Preference Optimization with a Reference-Free Reward") uses the length-
 averaged log-prob as the reward and asks for a margin ``γ``; ORPO (Hong, Lee and Thorne,
 2024, "ORPO: Monolithic Preference Optimization without Reference Model") adds an odds-
@@ -69,7 +72,8 @@ from tqdm.auto import tqdm
 
 from shared.checks import check_fields, check_int, check_number, check_token_ids
 from shared.policy import SequenceBatch, logprobs_from_logits, pad_pairs, sequence_logprobs
-from shared.prompts import format_response
+from shared.preference_data import check_text_pair
+from shared.prompts import PHI3_SPECIALS, check_template, format_response
 from shared.train_state import data_digest, load_state, save_state
 from shared.training import lr_at, make_optimizer
 
@@ -137,25 +141,22 @@ def encode_preference_pairs(
     a missing field or an empty prompt, with the same chosen and rejected text (nothing to
     prefer),
     or that does not fit in ``context_length`` tokens is an error that names it.
+
+    ``template="phi3"`` closes each response with ``<|end|>``: the encoding must know the
+    Phi-3 markers as special tokens (``shared.prompts.extend_encoding``), or each would be
+    split into ordinary tokens, an error here as in ``shared.sft.InstructionDataset``; so
+    is a prompt that holds a Phi-3 marker the encoding does not know.
     """
+    check_template(template)
+    context_length = check_int(context_length, "context_length", 1)
     if isinstance(pairs, (str, bytes, dict)) or not isinstance(pairs, Sequence):
         raise TypeError(f"pairs must be a list of dicts, got {type(pairs).__name__}")
+    specials = getattr(encoding, "special_tokens_set", set())
+    if template == "phi3" and not set(PHI3_SPECIALS) <= specials:
+        raise ValueError("the phi3 template needs an encoding from extend_encoding()")
     out = []
     for i, p in enumerate(pairs):
-        if not isinstance(p, dict):
-            raise TypeError(f"pair {i} must be a dict, got {type(p).__name__}")
-        for field in ("prompt", "chosen", "rejected"):
-            if field not in p:
-                raise ValueError(f"pair {i} has no {field!r} field")
-            if not isinstance(p[field], str):
-                raise ValueError(f"pair {i}: {field!r} must be a string, got {p[field]!r}")
-        if not p["prompt"].strip():
-            raise ValueError(f"pair {i} has an empty prompt")
-        if p["chosen"].strip() == p["rejected"].strip():
-            raise ValueError(
-                f"pair {i}: chosen and rejected are the same text {p['chosen']!r}, so there is "
-                "nothing to prefer"
-            )
+        check_text_pair(p, i, specials)
         prompt = encoding.encode(p["prompt"], allowed_special="all")
         chosen, rejected = (
             # an empty response (a model that stopped at once) is the end-of-text alone
@@ -236,6 +237,7 @@ def reference_logprobs(
     policy's log-probs of held-out pairs are measured.
     """
     batch_size = check_int(batch_size, "batch_size", 1)
+    pad_id = check_int(pad_id, "pad_id", 0)
     pairs = _check_pairs(pairs, ref_model.cfg.context_length)
     was_training = ref_model.training
     ref_model.eval()
@@ -263,6 +265,56 @@ def reference_logprobs(
 
 
 # ------------------------------------------------------------------------------ loss ----
+def _check_loss_inputs(loss_type: str, logps: dict, lengths: dict) -> None:
+    """The tensors of ``dpo_loss``: ``(B,)`` each, ``B >= 1``, the log-probs that
+    ``loss_type`` uses finite and at most 0 (a probability is at most 1; above it, ORPO's
+    odds are NaN), the lengths it uses positive. Each error names the argument."""
+    for name, t in (logps | lengths).items():
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+    chosen, rejected = logps["chosen_logps"], logps["rejected_logps"]
+    if chosen is None or rejected is None or chosen.shape != rejected.shape or chosen.dim() != 1:
+        shapes = [None if t is None else tuple(t.shape) for t in (chosen, rejected)]
+        raise ValueError(
+            f"chosen_logps {shapes[0]} and rejected_logps {shapes[1]} must both be (batch,)"
+        )
+    B = chosen.shape[0]
+    if B == 0:
+        raise ValueError("chosen_logps and rejected_logps are empty: no pair to average over")
+    used = ["chosen_logps", "rejected_logps"]
+    if loss_type not in REFERENCE_FREE:
+        used += ["ref_chosen_logps", "ref_rejected_logps"]
+        for name in used[2:]:
+            if logps[name] is None:
+                raise ValueError(
+                    f"loss_type={loss_type!r} needs {name} (the reference's log-probs)"
+                )
+    for name in used:
+        t = logps[name]
+        if t.shape != (B,):
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({B},)")
+        bad = (~torch.isfinite(t.detach())).nonzero().flatten().tolist()
+        if bad:
+            raise FloatingPointError(
+                f"{name} is not finite for pairs {bad[:5]} ({len(bad)} in all): "
+                f"{t[bad[0]].item()} at [{bad[0]}]"
+            )
+        above = (t.detach() > 0).nonzero().flatten().tolist()
+        if above:
+            raise ValueError(
+                f"{name} must be summed log-probs, <= 0 (a probability is at most 1), got "
+                f"{t[above[0]].item()} at [{above[0]}]"
+            )
+    if loss_type in ("rdpo", "simpo", "orpo"):
+        for name, t in lengths.items():
+            if t is None:
+                raise ValueError(f"loss_type={loss_type!r} needs {name} (response lengths)")
+            if t.shape != (B,):
+                raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({B},)")
+            if not bool((torch.isfinite(t) & (t > 0)).all()):
+                raise ValueError(f"{name} must be positive token counts, got {t.tolist()}")
+
+
 def dpo_loss(
     chosen_logps: Tensor,
     rejected_logps: Tensor,
@@ -283,39 +335,27 @@ def dpo_loss(
     ``rdpo``, ``simpo`` and ``orpo``). See the module docstring for each ``loss_type``.
     Returns ``(loss, metrics)``; ``metrics`` holds floats: ``loss``, ``rewards/chosen``,
     ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``,
-    ``logps/rejected`` (and ``nll_loss``, ``log_odds_ratio`` for ORPO).
+    ``logps/rejected`` (and, for ORPO, ``nll_loss``, ``log_odds_chosen``, the mean log odds
+    ratio, and ``log_odds_ratio``, the mean of its log-sigmoid, as TRL logs them). TRL calls
+    the plain loss ``loss_type="sigmoid"``, and it averages IPO's log-ratios over tokens, so
+    its τ values do not carry over to the summed log-ratios used here.
 
     Gradient of DPO (the lecture's slide): ``−β σ(r̂⁻ − r̂⁺) [∇ log π(y⁺) − ∇ log π(y⁻)]``;
     pairs the implicit reward already ranks correctly get a small weight.
+
+    Inputs the mean would turn into NaN are errors that name the argument: an empty
+    batch, a log-prob above 0 (impossible: a probability is at most 1), and (a
+    ``FloatingPointError``) a NaN or infinite log-prob, or a pair whose loss is NaN anyway.
     """
     loss_type = _check_loss_type(loss_type)
     beta = check_number(beta, "beta", 0, exclusive=True)
-    if chosen_logps.shape != rejected_logps.shape or chosen_logps.dim() != 1:
-        raise ValueError(
-            f"chosen_logps {tuple(chosen_logps.shape)} and rejected_logps "
-            f"{tuple(rejected_logps.shape)} must both be (batch,)"
-        )
-    B = chosen_logps.shape[0]
+    _check_loss_inputs(
+        loss_type,
+        dict(chosen_logps=chosen_logps, rejected_logps=rejected_logps,
+             ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps),
+        dict(chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths),
+    )  # fmt: skip
     uses_reference = loss_type not in REFERENCE_FREE
-    if uses_reference:
-        for name, t in (
-            ("ref_chosen_logps", ref_chosen_logps),
-            ("ref_rejected_logps", ref_rejected_logps),
-        ):
-            if t is None:
-                raise ValueError(
-                    f"loss_type={loss_type!r} needs {name} (the reference's log-probs)"
-                )
-            if t.shape != (B,):
-                raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({B},)")
-    if loss_type in ("rdpo", "simpo", "orpo"):
-        for name, t in (("chosen_lengths", chosen_lengths), ("rejected_lengths", rejected_lengths)):
-            if t is None:
-                raise ValueError(f"loss_type={loss_type!r} needs {name} (response lengths)")
-            if t.shape != (B,):
-                raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({B},)")
-            if bool((t <= 0).any()):
-                raise ValueError(f"{name} must be positive token counts")
 
     metrics: dict[str, float] = {}
     if uses_reference:
@@ -330,7 +370,7 @@ def dpo_loss(
         else:  # rdpo
             alpha = check_number(rdpo_alpha, "rdpo_alpha", 0)
             length_gap = (chosen_lengths - rejected_lengths).to(h)
-            losses = -F.logsigmoid(beta * h - alpha * length_gap)
+            losses = -F.logsigmoid(beta * h + alpha * length_gap)  # see the docstring's sign
     else:
         chosen_avg = chosen_logps / chosen_lengths.to(chosen_logps)  # ℓ̄⁺, (B,)
         rejected_avg = rejected_logps / rejected_lengths.to(rejected_logps)
@@ -346,7 +386,15 @@ def dpo_loss(
             odds_term = -F.logsigmoid(log_odds)
             losses = nll + beta * odds_term
             metrics["nll_loss"] = nll.mean().item()
-            metrics["log_odds_ratio"] = log_odds.mean().item()
+            metrics["log_odds_chosen"] = log_odds.mean().item()  # TRL's names for the two
+            metrics["log_odds_ratio"] = F.logsigmoid(log_odds).mean().item()
+    nan = torch.isnan(losses.detach()).nonzero().flatten().tolist()
+    if nan:  # e.g. ORPO with both average log-probs at 0: infinite odds on both sides
+        raise FloatingPointError(
+            f"the {loss_type} loss is NaN for pairs {nan[:5]} ({len(nan)} in all): their "
+            "log-probs are at the edge of what it can compute (a log-prob of 0 is a "
+            "probability of 1, whose odds are infinite)"
+        )
     loss = losses.mean()
     margin = (chosen_reward - rejected_reward).detach()
     metrics.update(
@@ -518,17 +566,17 @@ def train_dpo(
             batch = [pairs[i] for i in rows]
             chosen, rejected, c_len, r_len = pair_logprobs(policy, batch, config.pad_id)
             refs = (None, None) if ref is None else tuple(t[rows].to(device) for t in ref)
-            loss, metrics = dpo_loss(
-                chosen,
-                rejected,
-                *refs,
-                c_len,
-                r_len,
-                beta=config.beta,
-                loss_type=loss_type,
-                simpo_gamma=config.simpo_gamma,
-                rdpo_alpha=config.rdpo_alpha,
-            )
+            try:
+                loss, metrics = dpo_loss(
+                    chosen, rejected, *refs, c_len, r_len, beta=config.beta,
+                    loss_type=loss_type, simpo_gamma=config.simpo_gamma,
+                    rdpo_alpha=config.rdpo_alpha,
+                )  # fmt: skip
+            except FloatingPointError as e:  # the policy's log-probs went NaN or infinite
+                raise FloatingPointError(
+                    f"the {loss_type} loss is not finite at step {step} ({e}): training "
+                    "stopped before this step changed the weights (lower lr or check the inputs)"
+                ) from e
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(
                     f"the {loss_type} loss is {loss.item()} at step {step}: training stopped "

@@ -76,6 +76,21 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _write_target(path: Path) -> Path:
+    """The file a write to ``path`` replaces: ``path``, or where it points if it is a link.
+
+    ``os.replace`` onto a link would replace the link itself with a plain file; the
+    temporary file must also sit beside the real target, on its file system, or the
+    rename would fail.
+    """
+    if not path.is_symlink():
+        return path
+    target = Path(os.path.realpath(path))
+    if target.is_symlink():  # realpath stops where the links go round in a circle
+        raise OSError(f"cannot write {path}: its symbolic links form a loop")
+    return target
+
+
 @contextmanager
 def atomic_open(
     path: str | os.PathLike,
@@ -91,12 +106,16 @@ def atomic_open(
     as it was. ``verify(temporary_path)``, if given, runs on the finished temporary file
     before the rename; if it raises, ``path`` is left as it was (a file that cannot be read
     back never replaces a good one). Temporary files left by killed writers in the same
-    folder are removed first.
+    folder are removed first. A symbolic link is written through: the file it points to is
+    replaced (atomically, from a temporary file beside it) and the link stays a link.
     """
-    path = as_path(path)
+    path = _write_target(as_path(path))
     if path.is_dir():
         raise IsADirectoryError(f"cannot write {path}: it is a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Safe without locks: a temporary file is removed only when the pid in its name no
+    # longer runs (an old name without a pid: after an hour unchanged), so no writer on
+    # this machine can still be filling it. A live writer's file, ours included, stays.
     remove_stale_temporaries(path.parent)
     fd, tmp = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"

@@ -23,6 +23,7 @@ cached keys and values. ``shared.decoding`` uses it to generate one token per st
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -31,6 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shared.attention import KVCache, LayerKVCache, MultiHeadAttention
+from shared.checks import check_int, check_number, is_int
+from shared.decoding import check_logits
 
 __all__ = [
     "GELU",
@@ -90,7 +93,8 @@ class GPTConfig:
                 f"GPTConfig.emb_dim={self.emb_dim} is not divisible by "
                 f"n_heads={self.n_heads}: every head needs the same width"
             )
-        if not isinstance(self.drop_rate, (int, float)) or not 0.0 <= self.drop_rate < 1.0:
+        rate = self.drop_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
             raise ValueError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}")
         for name in ("qkv_bias", "tie_weights", "fused_attention"):
             if not isinstance(getattr(self, name), bool):
@@ -196,7 +200,7 @@ class LayerNorm(nn.Module):
 
     def __init__(self, emb_dim: int, eps: float = 1e-5, fused: bool = False) -> None:
         super().__init__()
-        self.eps = eps
+        self.eps = check_number(eps, "eps", 0.0, exclusive=True)  # NaN: every output NaN
         self.fused = fused
         self.scale = nn.Parameter(torch.ones(emb_dim))
         self.shift = nn.Parameter(torch.zeros(emb_dim))
@@ -367,6 +371,8 @@ class GPTModel(nn.Module):
 
     def forward(self, idx: Tensor, kv_cache: KVCache | None = None) -> Tensor:
         cfg = self.cfg
+        if not isinstance(idx, Tensor):
+            raise TypeError(f"token ids must be a torch.Tensor, got {type(idx).__name__}")
         if idx.dim() != 2:
             raise ValueError(
                 f"expected token ids of shape (batch, T), got {tuple(idx.shape)}; "
@@ -452,6 +458,7 @@ def count_parameters(model_or_cfg: nn.Module | GPTConfig) -> int:
 
 def memory_bytes(cfg: GPTConfig | nn.Module, dtype_bytes: int = 4) -> int:
     """Bytes to hold the weights alone: parameters x bytes per number (fp32 4, bf16 2)."""
+    dtype_bytes = check_int(dtype_bytes, "dtype_bytes", 1)
     return count_parameters(cfg) * dtype_bytes
 
 
@@ -479,7 +486,11 @@ def training_memory_estimate(
     ``seq_len`` defaults to ``cfg.context_length``. Returns a dict of ints (bytes) with a
     ``total``.
     """
-    T = cfg.context_length if seq_len is None else seq_len
+    if not isinstance(cfg, GPTConfig):
+        raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__}")
+    T = cfg.context_length if seq_len is None else check_int(seq_len, "seq_len")
+    batch_size = check_int(batch_size, "batch_size")
+    dtype_bytes = check_int(dtype_bytes, "dtype_bytes", 1)
     if T < 1 or T > cfg.context_length or batch_size < 1:
         raise ValueError(
             f"need batch_size >= 1 and 1 <= seq_len <= {cfg.context_length}, "
@@ -502,6 +513,18 @@ def training_memory_estimate(
 # --------------------------------------------------------------------------- generation
 
 
+def _check_eos_id(eos_id: int | None, vocab_size: int | None) -> int | None:
+    """None, or a token id in the vocabulary (the wording of ``shared.decoding.generate``)."""
+    if eos_id is None:
+        return None
+    if not is_int(eos_id):
+        raise TypeError(f"eos_id must be a token id (an int) or None, got {eos_id!r}")
+    eos_id = operator.index(eos_id)
+    if eos_id < 0 or (vocab_size is not None and eos_id >= vocab_size):
+        raise ValueError(f"eos_id {eos_id} is outside the vocabulary [0, {vocab_size})")
+    return eos_id
+
+
 @torch.no_grad()
 def generate_greedy(
     model: nn.Module,
@@ -518,20 +541,28 @@ def generate_greedy(
     padded with ``eos_id``. The model runs in eval mode (no dropout) and its previous mode
     is restored afterwards. Returns ``(b, T + n_new)`` ids.
     """
+    if not isinstance(idx, Tensor):
+        raise TypeError(f"idx must be a torch.Tensor of shape (batch, T), got {type(idx).__name__}")
     if idx.dim() != 2:
         raise ValueError(f"expected ids of shape (batch, T), got {tuple(idx.shape)}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if idx.shape[1] == 0:
+        raise ValueError("the prompt is empty: give at least one token to continue")
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 0)
+    cfg = getattr(model, "cfg", None)
     if context_length is None:
-        if not hasattr(model, "cfg"):
+        if cfg is None:
             raise ValueError("pass context_length: the model has no .cfg to read it from")
-        context_length = model.cfg.context_length
+        context_length = cfg.context_length
+    context_length = check_int(context_length, "context_length", 1)  # -3 would keep 3 tokens
+    eos_id = _check_eos_id(eos_id, getattr(cfg, "vocab_size", None))
     was_training = model.training
     model.eval()
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     try:
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             logits = model(idx[:, -context_length:])  # (b, T', vocab)
+            hint = f" at generation step {step}; are the model's weights finite?"
+            check_logits(logits[:, -1, :], "the model's logits", hint)  # argmax of NaN: junk
             next_id = logits[:, -1, :].argmax(dim=-1)  # (b,)
             if eos_id is not None:
                 next_id = torch.where(finished, torch.full_like(next_id, eos_id), next_id)

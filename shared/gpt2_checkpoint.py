@@ -99,6 +99,10 @@ def _normalise_keys(hf_state: Mapping[str, Tensor]) -> dict[str, Tensor]:
             )
         if not isinstance(value, Tensor):
             raise TypeError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
+        if not value.is_floating_point():  # loading would cast the ints silently
+            raise ValueError(f"checkpoint entry {key!r} holds {value.dtype}, not weights")
+        if not bool(value.isfinite().all()):
+            raise ValueError(f"checkpoint entry {key!r} holds NaN or inf: the file is damaged")
         out[name] = value
     return out
 
@@ -235,6 +239,8 @@ def gpt2_config_from_hf(hf_cfg: Mapping) -> GPTConfig:
     """
     if not isinstance(hf_cfg, Mapping) and hasattr(hf_cfg, "to_dict"):
         hf_cfg = hf_cfg.to_dict()
+    if not isinstance(hf_cfg, Mapping):
+        raise TypeError(f"a GPT-2 config must be a dict (config.json), got {hf_cfg!r}")
     required = ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer")
     missing = [k for k in required if k not in hf_cfg]
     if missing:
@@ -248,6 +254,10 @@ def gpt2_config_from_hf(hf_cfg: Mapping) -> GPTConfig:
     eps = hf_cfg.get("layer_norm_epsilon", 1e-5)
     if eps != 1e-5:
         raise ValueError(f"layer_norm_epsilon={eps} is not supported: GPTModel uses 1e-5")
+    _check_attention_math(hf_cfg)
+    tie = hf_cfg.get("tie_word_embeddings", True)
+    if not isinstance(tie, bool):  # bool("false") is True
+        raise TypeError(f"tie_word_embeddings must be true or false, got {tie!r}")
     return GPTConfig(
         vocab_size=hf_cfg["vocab_size"],
         context_length=hf_cfg["n_positions"],
@@ -256,8 +266,28 @@ def gpt2_config_from_hf(hf_cfg: Mapping) -> GPTConfig:
         n_layers=hf_cfg["n_layer"],
         drop_rate=0.0,
         qkv_bias=True,
-        tie_weights=bool(hf_cfg.get("tie_word_embeddings", True)),
+        tie_weights=tie,
     )
+
+
+def _check_attention_math(hf_cfg: Mapping) -> None:
+    """Refuse the GPT-2 options that change what the model computes: the weights would
+    load, and the model would silently compute something else."""
+    if hf_cfg.get("scale_attn_weights", True) is not True:
+        raise ValueError(
+            f"scale_attn_weights={hf_cfg['scale_attn_weights']!r} is not supported: GPTModel "
+            "always divides the attention scores by sqrt(head_dim)"
+        )
+    if hf_cfg.get("scale_attn_by_inverse_layer_idx", False) is not False:
+        raise ValueError(
+            "scale_attn_by_inverse_layer_idx="
+            f"{hf_cfg['scale_attn_by_inverse_layer_idx']!r} is not supported by GPTModel"
+        )
+    inner, width = hf_cfg.get("n_inner"), hf_cfg["n_embd"]
+    if inner is not None and (not isinstance(width, int) or inner != 4 * width):
+        raise ValueError(
+            f"n_inner={inner!r} is not supported: GPTModel's feed-forward is 4 * n_embd wide"
+        )
 
 
 def load_gpt2_file(path: str | os.PathLike) -> dict[str, Tensor]:

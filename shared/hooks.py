@@ -3,8 +3,10 @@
 - ``Hooks``: registers forward, forward-pre, full-backward and load-state-dict-post hooks
   and removes every one of them when its ``with`` block ends, also when a hook raised.
 - ``residual_stream``: the vector each position carries between blocks: the embeddings
-  (``resid_pre``, layer 0) and every block's output (layer ``i + 1``), names as in
-  TransformerLens (``blocks.{i}.hook_resid_post``).
+  (layer 0) and every block's output (layer ``i + 1``). ``layer_names`` labels them for
+  tables and plots (``"embed"``, ``"block 0"``, ...); ``hook_names`` gives the names
+  TransformerLens uses for the same activations (``blocks.0.hook_resid_pre``,
+  ``blocks.{i}.hook_resid_post``).
 - ``logit_lens``: the final LayerNorm and the unembedding applied to every layer's residual,
   with the LayerNorm statistics of that layer (``"own"``) or the final layer's cached scale
   (``"final"``).
@@ -18,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Hooks", "layer_names", "logit_lens", "patch_residual", "residual_stream"]
+__all__ = ["Hooks", "hook_names", "layer_names", "logit_lens", "patch_residual", "residual_stream"]
 
 
 class Hooks:
@@ -78,7 +80,16 @@ def _check_model(model: nn.Module) -> None:
 
 def layer_names(model: nn.Module) -> list[str]:
     """``["embed", "block 0", ..., "block n-1"]``: what each residual layer is the output of."""
+    _check_model(model)
     return ["embed"] + [f"block {i}" for i in range(len(model.trf_blocks))]
+
+
+def hook_names(model: nn.Module) -> list[str]:
+    """The TransformerLens names of the same layers as ``layer_names``, in the same order:
+    ``["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", ...]``."""
+    _check_model(model)
+    n = len(model.trf_blocks)
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n)]
 
 
 @torch.no_grad()

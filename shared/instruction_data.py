@@ -36,6 +36,7 @@ import random
 from collections import Counter
 from dataclasses import asdict, dataclass
 
+from shared.checks import check_int
 from shared.tiny_world import ANIMALS, COLOURS, OBJECT_KINDS, World, article, number_words, plural
 
 __all__ = [
@@ -251,6 +252,10 @@ def _opposite(word: str, other: str, template: int) -> Entry:
 
 def misspell(word: str, rng: random.Random) -> str:
     """A plausible misspelling of ``word``: a letter doubled, dropped, swapped or changed."""
+    if not isinstance(word, str):
+        raise TypeError(f"word must be a str, got {word!r}")
+    if not word:
+        raise ValueError("cannot misspell the empty word")
     for _ in range(100):
         i = rng.randrange(1, len(word)) if len(word) > 1 else 0
         how = rng.choice(("double", "drop", "swap", "vowel"))
@@ -310,11 +315,13 @@ def make_instruction_data(world: World, seed: int = 0) -> list[dict]:
     one (those go to test and validation only). The other kinds come in the numbers of
     ``COUNTS``. Prompts are unique, so no test prompt is also a training prompt.
     """
-    rng = random.Random(seed)
+    _check_world(world)
+    rng = random.Random(check_int(seed, "seed", 0))
     names = [p.name for p in world.people]
     held_out = set(rng.sample(names, round(HELD_OUT_SHARE * len(names))))
     seen = [p for p in world.people if p.name not in held_out]
     hidden = [p for p in world.people if p.name in held_out]
+    _check_older_pairs(seen, hidden)
 
     entries: list[Entry] = []
     for p in seen:
@@ -364,6 +371,26 @@ def make_instruction_data(world: World, seed: int = 0) -> list[dict]:
     return [e.to_dict() for e in entries]
 
 
+def _check_world(world: World) -> None:
+    if not isinstance(world, World):
+        raise TypeError(f"world must be a tiny_world.World, got {type(world).__name__}")
+
+
+def _check_older_pairs(seen: list, hidden: list) -> None:
+    """The "older" questions draw two people of different ages, both from outside the
+    held-out share or one from each side, until they find them: raise instead of looping
+    forever when no such pair exists (a world of 2 people has 1 person outside)."""
+    ages = {p.age for p in seen}
+    if len(ages) < 2 or not any(ages - {p.age} for p in hidden):
+        raise ValueError(
+            f"make_instruction_data needs a world with at least 3 people "
+            f"(make_world(n_people=3) or more; the data uses 120): it asks who is older of "
+            f"two people of different ages, outside the held-out {HELD_OUT_SHARE:.0%} and "
+            f"across it, but this world has {len(seen)} people outside with "
+            f"{len(ages)} different age(s) and {len(hidden)} held out"
+        )
+
+
 def _assign_splits(entries: list[Entry], held_out: set[str], rng: random.Random) -> None:
     """85/10/5 overall; every entry about a held-out person goes to test (2/3) or val (1/3).
 
@@ -403,16 +430,22 @@ def truth_statements(world: World, n: int, seed: int = 0) -> list[tuple[str, int
     A false sentence gives a person another person's value of the same attribute, so true
     and false sentences use the same words and only knowledge of the world separates them.
     """
-    rng = random.Random(seed)
+    _check_world(world)
+    n = check_int(n, "n", 0)
+    rng = random.Random(check_int(seed, "seed", 0))
     out = []
     for i in range(n):
         p = rng.choice(world.people)
         kind = rng.choice(FACT_KINDS)
         value = getattr(p, kind)
         if i % 2 == 1:
-            value = rng.choice(
-                [getattr(q, kind) for q in world.people if getattr(q, kind) != value]
-            )
+            others = [getattr(q, kind) for q in world.people if getattr(q, kind) != value]
+            if not others:
+                raise ValueError(
+                    f"every person has the same {kind} ({value!r}), so no false statement "
+                    "about it can be made: use a world with more people or towns"
+                )
+            value = rng.choice(others)
         sentence = _fact(p, kind, 0).full.replace(str(getattr(p, kind)), str(value))
         out.append((sentence, int(i % 2 == 0)))
     return out

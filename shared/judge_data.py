@@ -43,6 +43,7 @@ from collections.abc import Sequence
 
 from shared import gold
 from shared import instruction_data as idata
+from shared.checks import check_int
 from shared.preference_data import curt_answer, cut_answer, wrong_answer, wrong_value
 from shared.prompts import format_prompt, format_response
 from shared.tiny_world import World
@@ -183,6 +184,8 @@ def response_variants(
 
 def rubric_prompt(entry: dict, response: str) -> str:
     """The lecture's rubric prompt for ``response`` to ``entry`` (reference: ``entry['full']``)."""
+    if not isinstance(response, str):  # None would be written into the prompt as "None"
+        raise TypeError(f"response must be a str, got {type(response).__name__}")
     return RUBRIC_PROMPT.format(
         instruction=_instruction(entry), reference=entry["full"], answer=response
     )
@@ -190,6 +193,8 @@ def rubric_prompt(entry: dict, response: str) -> str:
 
 def score_prompt(entry: dict, response: str) -> str:
     """The lecture's 0-100 prompt (the instruction as its Alpaca prompt, as the lecture does)."""
+    if not isinstance(response, str):  # None would be written into the prompt as "None"
+        raise TypeError(f"response must be a str, got {type(response).__name__}")
     return SCORE_PROMPT.format(
         prompt=format_prompt(entry).strip(), reference=entry["full"], answer=response
     )
@@ -242,6 +247,9 @@ def rubric_target(entry: dict, response: str, world: World | None = None) -> str
 
 
 def pairwise_prompt(entry: dict, a: str, b: str) -> str:
+    for name, text in (("a", a), ("b", b)):
+        if not isinstance(text, str):
+            raise TypeError(f"{name} must be a str, got {type(text).__name__}")
     return PAIRWISE_PROMPT.format(
         instruction=_instruction(entry), reference=entry["full"], a=a, b=b
     )
@@ -265,6 +273,9 @@ def judge_example(prompt: str, target: str) -> tuple[str, str]:
     space, so a server that wraps a user message in the Alpaca template asks the judge
     exactly what it was trained on.
     """
+    for name, text in (("prompt", prompt), ("target", target)):
+        if not isinstance(text, str):
+            raise TypeError(f"{name} must be a str, got {type(text).__name__}")
     return format_prompt({"instruction": prompt, "input": ""}), format_response(target)
 
 
@@ -280,6 +291,8 @@ def make_rating_items(
 ) -> list[dict]:
     """Rubric items: every response variant (or ``per_entry`` of them, drawn at random) for
     each entry, with its gold rating and target. The ratings come out near-balanced."""
+    if per_entry is not None:
+        per_entry = check_int(per_entry, "per_entry", 1)
     rng = random.Random(seed)
     items = []
     for e in entries:
@@ -320,6 +333,7 @@ def make_pairwise_items(
 ) -> list[dict]:
     """Pairwise items: ``per_entry`` pairs of variants per entry, in a random order, with the
     gold verdict. About one pair in six is a tie (two variants of the same rating)."""
+    per_entry = check_int(per_entry, "per_entry", 1)
     rng = random.Random(seed)
     items = []
     for e in entries:
@@ -351,45 +365,69 @@ def pair_item(entry: dict, a: str, b: str, variant: str, world: World) -> dict:
 
 # ----------------------------------------------------------------------------- parsers
 
-_TOTAL = re.compile(r"total\s+rating\s*[:=]\s*\**\s*([1-5])(?:\s*(?:/|out of)\s*5)?\b", re.I)
+# A number as the judge wrote it: its sign (a minus right before the digits, not a hyphen
+# after a word or a number as in "1-5") and its decimals, so that "-3" and "4.5" are never
+# read as ratings of 3 and 4.
+_NUMBER = r"(?:(?<![\w.])-)?\d+(?:\.\d+)?"
+# The rubric's "Total rating: N", with an optional scale ("/ 5", "out of 5") and anything
+# on the same line that would make it more than one rating ("3-4", "3 or 4").
+_TOTAL = re.compile(
+    rf"total\s+rating\s*[:=]\s*\**\s*({_NUMBER})"
+    r"(?:\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?"
+    r"([ \t]*(?:-|–|to\b|or\b)[ \t]*\d)?",
+    re.I,
+)
 _BRACKETS = re.compile(r"\[\[\s*([1-5])\s*\]\]")
-_LONE_DIGIT = re.compile(r"(?<![\d.])([1-5])(?!\d|\.\d)")
 _VERDICT = re.compile(r"\[\[\s*(A|B|tie|C)\s*\]\]", re.I)
+
+
+def _whole(number: str) -> int | None:
+    """``number`` as an int when it is a whole number ("4", "4.0"), else None ("4.5", "-3")."""
+    if number.startswith("-"):
+        return None
+    whole, _, decimals = number.partition(".")
+    return int(whole) if decimals.strip("0") == "" else None
 
 
 def parse_rating(text: str) -> int | None:
     """The 1-5 rating in a judge's answer, or None when it does not give exactly one.
 
-    In order: the rubric's ``Total rating: N`` (the last one wins); MT-Bench's ``[[N]]``; as
-    a fallback, a text whose only number is one digit 1-5 ("4", "Rating 4."). Anything else
-    (no number, several candidates, out of range) is a parse failure: None.
+    In order: the rubric's ``Total rating: N`` (the last one wins, and it must be a whole
+    number 1-5, on the scale of 5 when it names one: "4/5", "4 out of 5"); MT-Bench's
+    ``[[N]]``; as a fallback, a text whose only number is one digit 1-5 ("4", "Rating 4.").
+    Anything else (no number, several candidates, a range, a fraction such as 4.5, a
+    negative number, another scale such as 5/10) is a parse failure: None.
     """
     if not isinstance(text, str):
         return None
     found = _TOTAL.findall(text)
     if found:
-        return int(found[-1])
+        number, scale, more = found[-1]
+        rating = _whole(number)
+        if more or (scale and float(scale) != 5) or rating not in range(1, 6):
+            return None
+        return rating
     found = _BRACKETS.findall(text)
     if found:
         return int(found[-1])
-    numbers = re.findall(r"\d+(?:\.\d+)?", text)
-    lone = _LONE_DIGIT.findall(text)
-    if len(numbers) == 1 and len(lone) == 1:
-        return int(lone[0])
+    numbers = re.findall(_NUMBER, text)
+    if len(numbers) == 1 and re.fullmatch(r"[1-5]", numbers[0]):
+        return int(numbers[0])
     return None
 
 
 def parse_score(text: str) -> int | None:
     """The 0-100 score of the lecture's prompt: the text must be one integer (the lecture's
-    ``int(score)``), or, as a fallback, hold exactly one integer in range."""
+    ``int(score)``), or, as a fallback, hold exactly one number, a whole one in range. A
+    negative or fractional score ("-5", "85.5") is a parse failure: None."""
     if not isinstance(text, str):
         return None
     stripped = text.strip().rstrip(".")
     if re.fullmatch(r"\d{1,3}", stripped):
         n = int(stripped)
         return n if n <= 100 else None
-    numbers = re.findall(r"(?<![\d.])\d{1,3}(?![\d.])", text)
-    if len(numbers) == 1 and int(numbers[0]) <= 100:
+    numbers = re.findall(_NUMBER, text)
+    if len(numbers) == 1 and re.fullmatch(r"\d{1,3}", numbers[0]) and int(numbers[0]) <= 100:
         return int(numbers[0])
     return None
 
@@ -419,7 +457,7 @@ def quadratic_weighted_kappa(
         raise ValueError(f"need two equally long, non-empty rating lists, got {len(a)}, {len(b)}")
     index = {v: i for i, v in enumerate(labels)}
     for v in (*a, *b):
-        if v not in index:
+        if isinstance(v, bool) or v not in index:  # True == 1 would count as a rating of 1
             raise ValueError(f"rating {v!r} is not one of {tuple(labels)}")
     k, n = len(labels), len(a)
     observed = [[0.0] * k for _ in range(k)]

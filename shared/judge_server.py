@@ -18,7 +18,9 @@ background thread on a free port::
 
 This module is only the HTTP layer. The model behind it (the prompt templates, Ollama's
 generation options, the answer streamed token by token, ``ChatModel`` itself) is
-``shared.chat``, which works in process, without any server.
+``shared.chat``, which works in process, without any server; the serving machinery that is
+not about Ollama (the queue, the Host and Origin checks, the read timeout, the loopback
+interface) is ``shared.serving``.
 
 The endpoints, in Ollama's formats (all durations in nanoseconds):
 
@@ -41,25 +43,35 @@ ignored, as Ollama does. ``temperature`` 0 is greedy decoding; above 0 the draws
 ``torch.Generator`` seeded with ``seed``, so the same request with the same seed gives the
 same answer.
 
-Errors are ``{"error": "..."}`` with the status code saying whose fault it is: 400 (the
-request: bad JSON, a missing field, a bad option), 404 (``model 'x' not found``, Ollama's
-wording), 413 (the request body is over ``MAX_BODY_BYTES``, or the prompt does not fit into
-the model's context), 429 (too many requests at once), 500 (the server). An error after a
-stream has started can no longer change the status code, so it arrives as a last line
-``{"error": "..."}`` instead. A client that closes the connection in the middle of a stream
-ends its generation after the current token, and its request slot is free again.
+Requests queue as in Ollama: ``num_parallel`` are answered at once (``--num-parallel``,
+default 4, at most 64, like ``OLLAMA_NUM_PARALLEL``; each model still writes one answer at
+a time), up to ``max_queue`` more wait their turn, first come first served (``--max-queue``,
+default 512, like ``OLLAMA_MAX_QUEUE``), and only the next is refused: 503. The older
+``--max-requests N`` says: N at once, answered or waiting (min(N, 64) of them answered).
 
-The server has no authentication, so it only ever listens on the loopback interface.
+Errors are ``{"error": "..."}`` with the status code saying whose fault it is: 400 (the
+request: bad JSON, a missing field, a bad option), 403 (a web page's request: see below),
+404 (``model 'x' not found``, Ollama's wording), 408 (the body did not arrive within the
+read timeout), 413 (the request body is over ``MAX_BODY_BYTES``, or the prompt does not fit
+into the model's context), 500 (the server), 503 (``server busy``: the queue is full, try
+again later). An error after a stream has started can no longer change the status code, so
+it arrives as a last line ``{"error": "..."}`` instead. A client that closes the connection
+ends its generation after the current token, or leaves the queue.
+
+The server has no authentication, so it only ever listens on the loopback interface, and
+it refuses (403) what a web page in a browser could send it: a ``Host`` other than
+``127.0.0.1:<port>``, ``localhost:<port>`` or ``[::1]:<port>`` (DNS rebinding), and an
+``Origin`` other than its own (``--allow-origin`` adds some; ``*`` wildcards, as in
+``OLLAMA_ORIGINS``); clients outside a browser send no ``Origin``. A connection that sends
+no request, or half of one, within the read timeout (``--read-timeout``, 30 s) is closed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
+import fnmatch
 import json
-import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -67,13 +79,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import anyio
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from shared import serving
 from shared.chat import (
     PROMPT_TEMPLATES,
     Answer,
@@ -87,11 +103,23 @@ from shared.chat import (
 )
 from shared.checks import is_int
 from shared.runtime import DATA_DIR
+from shared.serving import (
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_NUM_PARALLEL,
+    DEFAULT_READ_TIMEOUT,
+    MAX_NUM_PARALLEL,
+    BrowserGuard,
+    RequestError,
+    RequestQueue,
+    check_loopback,
+    check_read_timeout,
+    queue_limits,
+    uvicorn_options,
+    while_connected,
+)
 
 __all__ = [
     "DEFAULT_MODELS",
-    "RequestError",
-    "check_loopback",
     "create_app",
     "main",
     "parse_model_spec",
@@ -113,19 +141,6 @@ DISCARD_BYTES = 16 << 20
 # --------------------------------------------------------------------------- errors
 
 
-class RequestError(Exception):
-    """A request the server refuses, with the HTTP status code that says why.
-
-    ``code`` replaces the status's usual ``code`` in the OpenAI endpoints' error shape.
-    """
-
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-
-
 def _field_bool(data: Mapping[str, Any], name: str, default: bool) -> bool:
     value = data.get(name, default)
     if value is None:
@@ -135,45 +150,53 @@ def _field_bool(data: Mapping[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    """Ollama's error shape, ``{"error": "..."}``."""
-    return JSONResponse({"error": message}, status_code=status)
+def _dumps(obj: Any, separators: tuple[str, str] | None = None) -> bytes:
+    """JSON, non-ASCII as is; ``\\u`` escapes where the text holds a lone surrogate (from a
+    request's ``"\\ud800"``), which UTF-8 cannot encode."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=separators).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=separators).encode("ascii")
+
+
+class _JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return _dumps(content, separators=(",", ":"))
 
 
 _OPENAI_ERROR_TYPES = {
     400: ("invalid_request_error", None),
+    403: ("permission_error", None),
     404: ("invalid_request_error", "model_not_found"),
+    408: ("invalid_request_error", "request_timeout"),
     413: ("invalid_request_error", "context_length_exceeded"),
-    429: ("rate_limit_error", None),
+    503: ("server_error", "server_busy"),
 }
 
 
-def _openai_error(status: int, message: str, code: str | None = None) -> JSONResponse:
-    """The OpenAI endpoints' error shape: message, type, param and code."""
+def _error(path: str, status: int, message: str, code=None, headers=None) -> JSONResponse:
+    """Ollama's error shape, ``{"error": "..."}``; under ``/v1/`` OpenAI's (message, type,
+    param and code)."""
+    if not path.startswith("/v1/"):
+        return _JSON({"error": message}, status_code=status, headers=headers)
     kind, usual_code = _OPENAI_ERROR_TYPES.get(status, ("api_error", None))
-    code = code or usual_code
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return JSONResponse(body, status_code=status)
+    body = {"message": message, "type": kind, "param": None, "code": code or usual_code}
+    return _JSON({"error": body}, status_code=status, headers=headers)
 
 
 async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-    if request.url.path.startswith("/v1/"):
-        return _openai_error(exc.status, exc.message, exc.code)
-    return _error(exc.status, exc.message)
+    return _error(request.url.path, exc.status, exc.message, exc.code, exc.headers)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    message = f"{exc.detail}: {request.method} {request.url.path}"
-    return _error(exc.status_code, message)
+    return _error("/", exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
 
 
 async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     # A bug on the server's side: 500 with the reason, instead of a plain text page.
     # (Starlette still re-raises the exception afterwards, so it is logged as well.)
     message = f"internal server error: {type(exc).__name__}: {exc}"
-    if request.url.path.startswith("/v1/"):
-        return _openai_error(500, message)
-    return _error(500, message)
+    return _error(request.url.path, 500, message)
 
 
 # --------------------------------------------------------------------------- answers
@@ -184,81 +207,51 @@ def _created_at() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-class _Slot:
-    """One of the server's request slots, given back exactly once."""
-
-    def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
-        self._semaphore = semaphore
-        self._lock = threading.Lock()
-        self._held = True
-
-    def release(self) -> None:
-        with self._lock:
-            if self._held:
-                self._held = False
-                self._semaphore.release()
-
-
 class _AnswerStream(StreamingResponse):
-    """A streamed answer that ends its generation and gives its slot back however the
-    stream ends: finished, failed, or dropped by the client.
-
-    ``pieces`` is a generator of the encoded pieces whose ``close()`` ends the generation
-    (and so lets go of the model's lock). Starlette alone would only stop pulling from it:
-    the generator would stay suspended inside the model's lock until the garbage collector
-    happened to find it, and every later request for that model would wait until then.
-    """
+    """A streamed answer that ends its generation however the stream ends: finished,
+    failed, or dropped by the client (the generation stops after its current token)."""
 
     def __init__(
-        self, request: Request, pieces: Iterator[bytes], slot: _Slot, media_type: str
+        self, request: Request, answer: Answer, lines: AsyncIterator[bytes], media_type: str
     ) -> None:
-        self.pieces = pieces
-        self.slot = slot
-        super().__init__(self._pull(request), media_type=media_type)
+        self.answer = answer
+        super().__init__(self._pull(request, lines), media_type=media_type)
 
-    async def _pull(self, request: Request) -> AsyncIterator[bytes]:
+    async def _pull(self, request: Request, lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         # Checked before every piece, so a client that has gone costs at most one more
         # token, also under a server that does not cancel the stream when it notices.
-        while not await request.is_disconnected():
-            piece = await run_in_threadpool(next, self.pieces, None)
-            if piece is None:
+        async for line in lines:
+            if await request.is_disconnected():
                 return
-            yield piece
+            yield line
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            # Safe to close here: a cancelled run_in_threadpool waits for its thread, so
-            # the generator is suspended between pieces, never running.
-            self.pieces.close()
-            self.slot.release()
+            self.answer.cancel()  # (a no-op once the answer is complete)
 
 
 def _line(obj: Mapping[str, Any]) -> bytes:
     """One line of a JSON-lines stream (non-ASCII as is, so a piece stays readable)."""
-    return json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n"
+    return _dumps(obj) + b"\n"
 
 
-def _ollama_stream(answer: Answer, slot: _Slot, chunk: Callable[[str], dict]) -> Iterator[bytes]:
+async def _ollama_stream(answer: Answer, pieces: AsyncIterator[str], chunk: Callable):
     """JSON lines: one per piece, then the final one (or an error line)."""
-    pieces = iter(answer)
     try:
-        for piece in pieces:
+        async for piece in pieces:
             yield _line(chunk(piece))
         yield _line({**chunk(""), "done": True, **answer.stats()})
     except Exception as e:  # the status line is sent already: report in the stream
         yield _line({"error": f"generation failed: {type(e).__name__}: {e}"})
-    finally:
-        pieces.close()  # a client that left early: end the generation, free the model
-        slot.release()
 
 
 def _openai_finish_reason(answer: Answer) -> str:
     return "length" if answer.done_reason == "length" else "stop"
 
 
-def _openai_stream(answer: Answer, slot: _Slot, head: dict[str, Any]) -> Iterator[bytes]:
+async def _openai_stream(answer: Answer, pieces: AsyncIterator[str], head: dict[str, Any]):
     """Server-sent events: one chunk per piece, the finish reason, then ``[DONE]``."""
 
     def event(delta: dict, reason: str | None) -> bytes:
@@ -266,46 +259,53 @@ def _openai_stream(answer: Answer, slot: _Slot, head: dict[str, Any]) -> Iterato
         body = {**head, "object": "chat.completion.chunk", "choices": [choice]}
         return b"data: " + json.dumps(body).encode() + b"\n\n"
 
-    pieces = iter(answer)
     try:
-        for piece in pieces:
+        async for piece in pieces:
             yield event({"role": "assistant", "content": piece}, None)
         yield event({}, _openai_finish_reason(answer))
     except Exception as e:
         message = f"generation failed: {type(e).__name__}: {e}"
         error = {"message": message, "type": "api_error"}
         yield b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
-    finally:
-        pieces.close()
-        slot.release()
     yield b"data: [DONE]\n\n"
 
 
-async def _collect(answer: Answer, slot: _Slot) -> str:
+async def _collect(request: Request, answer: Answer, pieces: AsyncIterator[str]) -> str:
+    async def text() -> str:
+        return "".join([piece async for piece in pieces])
+
     try:
-        return await run_in_threadpool(lambda: "".join(answer))
+        return await while_connected(request, text)
     finally:
-        slot.release()
+        answer.cancel()  # (a no-op once the answer is complete)
 
 
 # --------------------------------------------------------------------------- the endpoints
 
 
 class _Endpoints:
-    """The endpoints of one app, sharing its models, its request slots and its body limit.
+    """The endpoints of one app, sharing its models, its queue and its limits.
 
     Every answering endpoint goes through the same steps: ``read_json`` (the body, within
-    the limit), ``find_model``, the checks of its own fields, then ``start`` (a request
-    slot, the prompt, its length), and finally streams the answer or collects it whole.
+    the limits), ``find_model``, the checks of its own fields, ``run`` (the prompt, a turn
+    in the queue, the generation), and finally streams the answer or collects it whole.
+
+    Why no number of requests can deadlock the server: a model's lock is only ever taken
+    by a generation thread (``Answer.start_thread``: one per request being answered, at
+    most ``num_parallel``; never a thread of the pool Starlette shares), and while it holds
+    the lock it waits for nothing but the CPU: its pieces go to the event loop through an
+    unbounded queue, whatever the client does. So the holder always reaches the end of its
+    answer (or its cancel) and lets go, the next generation thread waiting for that model
+    gets the lock, the event loop never waits for a lock, and the pool's threads (the
+    templates, the tokenizer) take none. (The lock used to be held between the pieces
+    while each next piece needed a pool thread: 40 streams waiting for it took them all.)
     """
 
     def __init__(
-        self, models: dict[str, ChatModel], max_requests: int, max_body_bytes: int
+        self, models: dict[str, ChatModel], queue: RequestQueue, max_body_bytes: int, timeout: float
     ) -> None:
-        self.models = models
-        self.max_requests = max_requests
-        self.max_body_bytes = max_body_bytes
-        self.slots = threading.BoundedSemaphore(max_requests)
+        self.models, self.queue = models, queue
+        self.max_body_bytes, self.read_timeout = max_body_bytes, timeout
 
     # ----- the steps of a request
 
@@ -315,18 +315,10 @@ class _Endpoints:
         cm = self.models.get(name)
         if cm is None and name.endswith(":latest"):  # Ollama's default tag
             cm = self.models.get(name.removesuffix(":latest"))
-        if cm is None:
+        if cm is None:  # (a lone surrogate written as \udxxx)
+            name = name.encode("utf-8", "backslashreplace").decode("utf-8")
             raise RequestError(404, f"model '{name}' not found")
         return cm
-
-    def take_slot(self) -> _Slot:
-        if not self.slots.acquire(blocking=False):
-            raise RequestError(
-                429,
-                f"too many requests at once: the server answers at most {self.max_requests} "
-                "at a time; try again in a moment",
-            )
-        return _Slot(self.slots)
 
     def body_too_large(self, size: str) -> RequestError:
         return RequestError(
@@ -337,7 +329,18 @@ class _Endpoints:
         )
 
     async def read_body(self, request: Request) -> bytes:
-        """The body; 413 if it is over ``max_body_bytes``, which is then never kept."""
+        """The body; 413 if it is over ``max_body_bytes`` (then never kept), 408 (and the
+        connection closed) if it has not all come within ``read_timeout``."""
+        try:
+            with anyio.fail_after(self.read_timeout):
+                return await self._read_body(request)
+        except TimeoutError:
+            message = f"the request body did not arrive within {self.read_timeout:g} s"
+            raise RequestError(408, message, headers={"Connection": "close"}) from None
+        except ClientDisconnect:
+            raise RequestError(499, "the client closed the connection") from None
+
+    async def _read_body(self, request: Request) -> bytes:
         limit = self.max_body_bytes
         length = request.headers.get("content-length", "")
         # (uvicorn has already refused a malformed Content-Length with a 400 of its own.)
@@ -374,25 +377,33 @@ class _Endpoints:
             )
         return data
 
-    async def start(
-        self, cm: ChatModel, make_prompt: Callable[[], str], options: GenerationOptions
-    ) -> tuple[Answer, _Slot]:
-        """Take a slot, build the prompt, check its length: (answer, slot)."""
+    async def run(
+        self,
+        request: Request,
+        cm: ChatModel,
+        make_prompt: Callable[[], str],
+        options: GenerationOptions,
+    ) -> tuple[Answer, AsyncIterator[str]]:
+        """(answer, its pieces): the prompt checked (400, 413) before the request queues,
+        in a pool thread (a template or the tokenizer may be slow; neither takes a lock);
+        a turn in the queue (503 when it is full); the generation, in a thread of its own."""
         started = now_ns()
-        slot = self.take_slot()
         try:
-            prompt = await run_in_threadpool(make_prompt)  # a template may be slow
-            answer = cm.answer(prompt, options, started_ns=started)
+            answer = await run_in_threadpool(
+                lambda: cm.answer(make_prompt(), options, started_ns=started)
+            )
         except ContextLengthError as e:
-            slot.release()
             raise RequestError(413, str(e)) from None
         except ValueError as e:  # the messages do not fit the template
-            slot.release()
             raise RequestError(400, str(e)) from None
+        give_back = await while_connected(request, self.queue.enter)
+        try:
+            if await request.is_disconnected():  # gone while its prompt was made
+                raise RequestError(499, "the client closed the connection")
+            return answer, answer.start_thread(finish=give_back)
         except BaseException:
-            slot.release()
+            give_back()
             raise
-        return answer, slot
 
     # ----- Ollama's endpoints
 
@@ -414,7 +425,7 @@ class _Endpoints:
         except ValueError as e:
             raise RequestError(400, str(e)) from None
         stream = _field_bool(data, "stream", True)
-        answer, slot = await self.start(cm, lambda: cm.build_prompt(messages), options)
+        answer, pieces = await self.run(request, cm, lambda: cm.build_prompt(messages), options)
 
         def chunk(piece: str) -> dict[str, Any]:
             return {
@@ -425,9 +436,9 @@ class _Endpoints:
             }
 
         if stream:
-            body = _ollama_stream(answer, slot, chunk)
-            return _AnswerStream(request, body, slot, "application/x-ndjson")
-        text = await _collect(answer, slot)
+            lines = _ollama_stream(answer, pieces, chunk)
+            return _AnswerStream(request, answer, lines, "application/x-ndjson")
+        text = await _collect(request, answer, pieces)
         return {**chunk(text), "done": True, **answer.stats()}
 
     async def generate(self, request: Request):
@@ -448,15 +459,15 @@ class _Endpoints:
             {"role": "user", "content": prompt}
         ]
         make_prompt = (lambda: prompt) if raw else (lambda: cm.build_prompt(messages))
-        answer, slot = await self.start(cm, make_prompt, options)
+        answer, pieces = await self.run(request, cm, make_prompt, options)
 
         def chunk(piece: str) -> dict[str, Any]:
             return {"model": cm.name, "created_at": _created_at(), "response": piece, "done": False}
 
         if stream:
-            body = _ollama_stream(answer, slot, chunk)
-            return _AnswerStream(request, body, slot, "application/x-ndjson")
-        text = await _collect(answer, slot)
+            lines = _ollama_stream(answer, pieces, chunk)
+            return _AnswerStream(request, answer, lines, "application/x-ndjson")
+        text = await _collect(request, answer, pieces)
         return {**chunk(text), "done": True, **answer.stats()}
 
     # ----- the OpenAI-compatible endpoints
@@ -495,13 +506,13 @@ class _Endpoints:
         except ValueError as e:
             raise RequestError(400, str(e)) from None
         stream = _field_bool(data, "stream", False)
-        answer, slot = await self.start(cm, lambda: cm.build_prompt(messages), options)
+        answer, pieces = await self.run(request, cm, lambda: cm.build_prompt(messages), options)
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         head = {"id": ident, "created": created, "model": cm.name}
         if stream:
-            body = _openai_stream(answer, slot, head)
-            return _AnswerStream(request, body, slot, "text/event-stream")
-        text = await _collect(answer, slot)
+            lines = _openai_stream(answer, pieces, head)
+            return _AnswerStream(request, answer, lines, "text/event-stream")
+        text = await _collect(request, answer, pieces)
         message = {"role": "assistant", "content": text}
         usage = {
             "prompt_tokens": answer.prompt_eval_count,
@@ -512,44 +523,65 @@ class _Endpoints:
         return {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
 
 
+# --------------------------------------------------------------------------- the app
+
+
 def create_app(
     models: Mapping[str, ChatModel],
-    max_requests: int = 4,
+    max_requests: int | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    *,
+    num_parallel: int | None = None,
+    max_queue: int | None = None,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+    allowed_origins: Sequence[str] = (),
 ) -> FastAPI:
     """The FastAPI app that serves ``models`` (name -> ``ChatModel``) with Ollama's API.
 
-    At most ``max_requests`` requests are answered or waiting at once (each model answers
-    one at a time, the others wait their turn); one more gets 429. A request body over
-    ``max_body_bytes`` gets 413. Run the app with ``serve_in_background(app)``, with
-    uvicorn, or call it in process with FastAPI's ``TestClient``.
+    ``num_parallel`` requests (default 4, at most 64) are answered at once (each model
+    writes one answer at a time, the others wait for it), up to ``max_queue`` more (default
+    512) wait their turn, and the next gets 503; or ``max_requests``: that many at once,
+    answered or waiting. A request body over ``max_body_bytes`` gets 413, and 408 if it
+    has not come within ``read_timeout`` seconds (``serve_in_background`` also closes a
+    connection that sends no request within it). ``allowed_origins``: web origins besides
+    the server's own whose pages may use it (``*`` wildcards). Run the app with
+    ``serve_in_background(app)``, with uvicorn, or in process with FastAPI's ``TestClient``.
     """
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models must be a non-empty dict of name -> ChatModel")
     for key, cm in models.items():
         if not isinstance(cm, ChatModel):
             raise TypeError(f"models[{key!r}] must be a ChatModel, got {type(cm).__name__}")
-    if not is_int(max_requests) or max_requests < 1:
-        raise ValueError(f"max_requests must be a positive int, got {max_requests!r}")
+    num_parallel, max_queue = queue_limits(max_requests, num_parallel, max_queue)
     if not is_int(max_body_bytes) or max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be a positive int, got {max_body_bytes!r}")
-    endpoints = _Endpoints(dict(models), max_requests, max_body_bytes)
+    if isinstance(allowed_origins, str) or not all(isinstance(o, str) for o in allowed_origins):
+        raise TypeError(f"allowed_origins must be a list of strings, got {allowed_origins!r}")
+    queue = RequestQueue(num_parallel, max_queue)
+    endpoints = _Endpoints(dict(models), queue, max_body_bytes, check_read_timeout(read_timeout))
 
     app = FastAPI(
         title="shared.judge_server",
         version=VERSION,
         description="The project's models behind Ollama's HTTP API.",
+        default_response_class=_JSON,
     )
     app.state.models = endpoints.models
-    app.state.max_requests = max_requests
-    app.state.max_body_bytes = max_body_bytes
-    # The slots not taken right now (the count CPython's Semaphore keeps), for tests and
-    # for a look at a running server.
-    app.state.free_slots = lambda: endpoints.slots._value
+    app.state.num_parallel, app.state.max_queue = num_parallel, max_queue
+    app.state.max_requests = num_parallel + max_queue  # answered or waiting, at most
+    app.state.max_body_bytes, app.state.read_timeout = max_body_bytes, endpoints.read_timeout
+    app.state.free_slots = queue.free  # (for tests, and for a look at a running server)
 
     app.exception_handler(RequestError)(_request_error)
     app.exception_handler(StarletteHTTPException)(_http_error)
     app.exception_handler(Exception)(_server_error)
+    if allowed_origins:  # their pages may read the answers too (CORS headers)
+        pattern = "|".join(fnmatch.translate(o) for o in allowed_origins)
+        app.add_middleware(
+            CORSMiddleware, allow_origin_regex=pattern, allow_methods=["*"], allow_headers=["*"]
+        )
+    guard = {"allowed_origins": tuple(allowed_origins), "error": _error}
+    app.add_middleware(BrowserGuard, **guard)  # outermost
 
     app.get("/", response_class=PlainTextResponse)(endpoints.root)
     app.get("/api/version")(endpoints.version)
@@ -564,78 +596,28 @@ def create_app(
 # --------------------------------------------------------------------------- serving
 
 
-def check_loopback(host: str) -> str:
-    """``host`` if it is a loopback address (or ``localhost``), else ValueError.
-
-    The server has no authentication: on any other interface everybody on the network
-    could use it (and the machine's CPU).
-    """
-    if host == "localhost":
-        return host
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ValueError(
-            f"refusing to listen on {host!r}: this server has no authentication, so it only "
-            "listens on the loopback interface (127.0.0.1, ::1 or localhost)"
-        )
-    return host
-
-
 @contextlib.contextmanager
 def serve_in_background(
     app: FastAPI | Mapping[str, ChatModel],
     port: int = 0,
     host: str = "127.0.0.1",
     timeout: float = 30.0,
+    read_timeout: float | None = None,
 ) -> Iterator[str]:
     """Run ``app`` with uvicorn in a background thread; yield its URL; stop it on exit.
 
     ``port=0`` takes a free port (the URL says which). A dict of ``ChatModel`` is turned
-    into an app with ``create_app``. Use it in a ``with`` block::
+    into an app with ``create_app``. A connection that sends no request, or half of one,
+    within ``read_timeout`` seconds (default: the app's) is closed (``shared.serving`` does
+    the serving, for any app). Use it in a ``with`` block::
 
         with serve_in_background(app) as url:
             judge_client.chat("Hello", "sft", url=url)
     """
     if isinstance(app, Mapping):
         app = create_app(app)
-    check_loopback(host)
-    if not is_int(port) or not 0 <= port < 2**16:
-        raise ValueError(f"port must be an int in [0, 65535], got {port!r}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # Bind the socket here, so the port is known (and ours) before the server starts.
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", timeout_graceful_shutdown=2, lifespan="off", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="judge-server", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            sock.close()
-            raise RuntimeError(f"the server on {host}:{bound_port} did not start")
-        time.sleep(0.01)
-    url_host = f"[{host}]" if family == socket.AF_INET6 else host
-    try:
-        yield f"http://{url_host}:{bound_port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=timeout)
-        sock.close()
+    with serving.serve_in_background(app, port, host, timeout, read_timeout) as url:
+        yield url
 
 
 # --------------------------------------------------------------------------- command line
@@ -658,13 +640,13 @@ def parse_model_spec(spec: str) -> tuple[str, Path, str | None]:
     return name, Path(path), template
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m shared.judge_server``: serve checkpoints with Ollama's API."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m shared.judge_server",
         description="Serve the project's checkpoints with Ollama's HTTP API (loopback only).",
     )
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--model",
         action="append",
         default=[],
@@ -673,18 +655,42 @@ def main(argv: Sequence[str] | None = None) -> None:
         "(default: the one the checkpoint records, else alpaca). Repeat for more models. "
         f"Default: the released {', '.join(DEFAULT_MODELS)} checkpoints that exist.",
     )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)"
+    add("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    add("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
+    for flag, kind, default, text in [
+        ("--num-parallel", int, None, "requests answered at once, like OLLAMA_NUM_PARALLEL "
+         f"(default {DEFAULT_NUM_PARALLEL}, at most {MAX_NUM_PARALLEL})"),
+        ("--max-queue", int, None, "requests that may wait their turn before the next gets "
+         f"503, like OLLAMA_MAX_QUEUE (default {DEFAULT_MAX_QUEUE})"),
+        ("--max-requests", int, None, "instead of those two: requests at once, answered or "
+         f"waiting, before 503 (min(N, {MAX_NUM_PARALLEL}) answered, the rest queued)"),
+        ("--read-timeout", float, DEFAULT_READ_TIMEOUT, "seconds a client has to send its "
+         f"request (default {DEFAULT_READ_TIMEOUT:g})"),
+    ]:  # fmt: skip
+        add(flag, type=kind, default=default, help=text)
+    add(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin whose pages may use the server too, like OLLAMA_ORIGINS (* "
+        "matches anything; repeat for more). Default: only the server's own.",
     )
-    parser.add_argument(
-        "--max-requests", type=int, default=4, help="requests at once before 429 (default 4)"
-    )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
+    add("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m shared.judge_server``: serve checkpoints with Ollama's API."""
+    parser = _parser()
     args = parser.parse_args(argv)
+    limits = {"max_requests": args.max_requests, "num_parallel": args.num_parallel}
+    limits |= {"max_queue": args.max_queue, "read_timeout": args.read_timeout}
     try:
         check_loopback(args.host)
         specs = [parse_model_spec(s) for s in args.model]
+        queue_limits(args.max_requests, args.num_parallel, args.max_queue)  # before any loading
+        check_read_timeout(args.read_timeout)
     except ValueError as e:
         parser.error(str(e))
     if not specs:
@@ -705,9 +711,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         except (ValueError, OSError) as e:  # a bad file, another tokenizer, a bad template
             parser.error(f"--model {name}: {e}")
         print(f"loaded {models[name]!r} from {path}")
-    app = create_app(models, max_requests=args.max_requests)
+    app = create_app(models, allowed_origins=args.allow_origin, **limits)
     print(f"serving {sorted(models)} at http://{args.host}:{args.port} (Ctrl-C stops)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, **uvicorn_options(app, None))
 
 
 if __name__ == "__main__":

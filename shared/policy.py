@@ -158,6 +158,10 @@ def pad_pairs(
 
 def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     """Right-pad id lists into ``(idx, attention_mask)``, both ``(B, T_max)``."""
+    pad_id = check_int(pad_id, "pad_id", 0)
+    if isinstance(seqs, (str, bytes)) or not isinstance(seqs, Sequence) or not seqs:
+        raise ValueError("seqs must be a non-empty list of token-id lists")
+    seqs = [check_token_ids(s, f"seqs[{i}]") for i, s in enumerate(seqs)]
     width = max(len(s) for s in seqs)
     idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -174,6 +178,11 @@ def logprobs_from_logits(logits: Tensor, targets: Tensor) -> Tensor:
     ``log_softmax`` subtracts ``logsumexp`` over the vocabulary (stable even for large
     logits); ``gather`` then picks the entry of the token that was actually there.
     """
+    if targets.shape != logits.shape[:-1]:  # gather would silently read other positions
+        raise ValueError(
+            f"targets has shape {tuple(targets.shape)}, expected {tuple(logits.shape[:-1])}: "
+            "one target per position of logits"
+        )
     logp = F.log_softmax(logits.float(), dim=-1)  # (..., V)
     return logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (...)
 
@@ -228,14 +237,24 @@ def sequence_logprobs(
     Prompt and padding positions are masked out, so the result does not depend on how
     the batch was padded. With ``average=True`` the sum is divided by the response length,
     ``(1/|y|) log π(y | x)``: the length-normalised score of SimPO and ORPO, which does not
-    favour short responses the way a sum of negative numbers does.
+    favour short responses the way a sum of negative numbers does; a row without response
+    tokens has no average (0 / 0) and is an error.
     """
+    if not isinstance(batch, SequenceBatch):
+        raise TypeError(f"batch must be a SequenceBatch (pad_pairs), got {type(batch).__name__}")
+    first = batch.response_mask[:, :1].nonzero()[:, 0].tolist()
+    if first:  # nothing comes before it to predict it from: it would be left out unscored
+        raise ValueError(f"rows {first[:5]} have no prompt token before the response")
+    if average:
+        empty = (batch.target_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"rows {empty[:5]} have no response token to average over")
     device = _device(model)
     logp = token_logprobs(model, batch.input_ids.to(device), temperature)  # (B, T-1)
     mask = batch.target_mask.to(device).to(logp.dtype)  # (B, T-1)
     total = (logp * mask).sum(dim=1)  # (B,)
-    if average:
-        return total / batch.response_lengths.to(device).to(logp.dtype)
+    if average:  # over the tokens summed (response_lengths, for a batch from pad_pairs)
+        return total / mask.sum(dim=1)
     return total
 
 
@@ -305,11 +324,15 @@ def kl_k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
     negative and the estimate is noisy. This is the ``log π/π_ref`` of the lecture's
     per-token reward ``R_t = −β log(π/π_ref)``.
     """
+    if logp.shape != ref_logp.shape:
+        raise ValueError(f"logp {tuple(logp.shape)} and ref_logp {tuple(ref_logp.shape)} differ")
     return logp - ref_logp
 
 
 def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """``k2 = ½ (log r)²`` with ``r = π_ref/π``: always ≥ 0, biased, low variance."""
+    if logp.shape != ref_logp.shape:
+        raise ValueError(f"logp {tuple(logp.shape)} and ref_logp {tuple(ref_logp.shape)} differ")
     return 0.5 * (ref_logp - logp) ** 2
 
 
@@ -320,6 +343,8 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     since ``log r ≤ r − 1``, makes every term non-negative (Schulman, "Approximating KL
     divergence", 2020).
     """
+    if logp.shape != ref_logp.shape:
+        raise ValueError(f"logp {tuple(logp.shape)} and ref_logp {tuple(ref_logp.shape)} differ")
     log_r = ref_logp - logp
     return torch.expm1(log_r) - log_r
 

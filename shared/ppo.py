@@ -54,7 +54,6 @@ whitened advantages, value clipping, the missing-eos penalty) and logs its metri
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 
@@ -62,7 +61,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from shared.checks import check_fields, check_token_ids, is_number
+from shared.checks import check_fields, check_int, check_number, check_token_ids, is_number
 from shared.policy import (
     SequenceBatch,
     kl_k1,
@@ -159,6 +158,8 @@ class PPOConfig:
 # ---------------------------------------------------------------------- building blocks ----
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``x`` over the positions where ``mask`` is 1 (response tokens)."""
+    if x.shape != mask.shape:  # broadcasting would average over other positions
+        raise ValueError(f"x has shape {tuple(x.shape)} but mask has {tuple(mask.shape)}")
     mask = mask.to(x.dtype)
     count = mask.sum()
     if count.item() == 0:
@@ -196,13 +197,33 @@ def compute_gae(
 
     ``mask`` marks each row's response tokens, one contiguous run (prompt and padding
     positions are 0, their advantages and returns come out 0), so padded rows and rows whose
-    responses start at different columns need no special handling.
+    responses start at different columns need no special handling. A mask of other values
+    than 0 and 1, or with a hole in a row (a response is one run of tokens: the episode
+    would restart after the hole), is an error, as are NaN or infinite rewards or values
+    and ``gamma``, ``lam`` outside [0, 1].
     """
+    gamma = check_number(gamma, "gamma", 0, 1)
+    lam = check_number(lam, "lam", 0, 1)
     if not (rewards.shape == values.shape == mask.shape) or rewards.dim() != 2:
         raise ValueError(
             f"rewards {tuple(rewards.shape)}, values {tuple(values.shape)} and mask "
             f"{tuple(mask.shape)} must be the same (batch, length) shape"
         )
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("mask must hold 0 or 1 at every position (1 on response tokens)")
+    m = mask.float()
+    starts = (m[:, 1:] > m[:, :-1]).sum(dim=1) + m[:, :1].sum(dim=1)  # runs of 1s per row
+    holes = (starts > 1).nonzero().flatten().tolist()
+    if holes:
+        raise ValueError(
+            f"mask row(s) {holes[:5]} have a hole: each row's response tokens must be one run"
+        )
+    for name, x in (("rewards", rewards), ("values", values)):
+        bad = (~torch.isfinite(x)).nonzero()
+        if len(bad):
+            raise FloatingPointError(
+                f"{name} is not finite at {bad[0].tolist()} ({len(bad)} in all)"
+            )
     mask = mask.to(values.dtype)
     values = values * mask
     L = rewards.shape[1]
@@ -225,9 +246,19 @@ def apply_missing_eos_penalty(
     scores: Tensor, has_eos: Tensor, penalty: float | None, replace: bool = False
 ) -> Tensor:
     """Scores ``(B,)`` with ``penalty`` added to (or, with ``replace``, instead of) the score
-    of every response that has no end-of-text; the others are unchanged."""
+    of every response that has no end-of-text; the others are unchanged. ``has_eos`` has
+    one flag per score, and scores and penalty are finite, or it is an error."""
+    if scores.dim() != 1 or has_eos.shape != scores.shape:
+        raise ValueError(
+            f"scores {tuple(scores.shape)} and has_eos {tuple(has_eos.shape)} must be the "
+            "same (batch,) shape: one flag per response"
+        )
+    bad = (~torch.isfinite(scores)).nonzero()
+    if len(bad):
+        raise FloatingPointError(f"scores is not finite at {bad[0].tolist()} ({len(bad)} in all)")
     if penalty is None:
         return scores
+    penalty = check_number(penalty, "penalty")
     missing = ~has_eos.to(torch.bool)
     penalised = torch.full_like(scores, penalty) if replace else scores + penalty
     return torch.where(missing, penalised, scores)
@@ -240,7 +271,22 @@ def per_token_rewards(
 
     ``logprobs``, ``ref_logprobs`` and ``mask`` are ``(B, L)``; ``scores`` is ``(B,)``.
     Returns ``(rewards, kl, non_score_reward)``, all ``(B, L)`` and 0 outside ``mask``.
+    Other shapes (which would broadcast) and NaN or infinite inputs are errors.
     """
+    kl_coef = check_number(kl_coef, "kl_coef", 0)
+    if not (logprobs.shape == ref_logprobs.shape == mask.shape) or mask.dim() != 2:
+        raise ValueError(
+            f"logprobs {tuple(logprobs.shape)}, ref_logprobs {tuple(ref_logprobs.shape)} and "
+            f"mask {tuple(mask.shape)} must be the same (batch, length) shape"
+        )
+    if scores.shape != mask.shape[:1]:
+        raise ValueError(f"scores has shape {tuple(scores.shape)}, expected ({mask.shape[0]},)")
+    for name, x in (("logprobs", logprobs), ("ref_logprobs", ref_logprobs), ("scores", scores)):
+        bad = (~torch.isfinite(x)).nonzero()
+        if len(bad):
+            raise FloatingPointError(
+                f"{name} is not finite at {bad[0].tolist()} ({len(bad)} in all)"
+            )
     mask_f = mask.to(logprobs.dtype)
     kl = kl_k1(logprobs, ref_logprobs) * mask_f  # (B, L)
     non_score = -kl_coef * kl
@@ -265,8 +311,19 @@ def policy_loss(
     ``ρ = exp(log π_θ − log π_old)``; per token, ``max(−A ρ, −A clip(ρ, 1−ε, 1+ε))``, which
     is ``−min(ρA, clip(ρ)A)``. Returns ``(loss, stats)`` with the detached ``ratio`` (mean),
     ``clipfrac`` (share of tokens where the clipped term is the one used) and ``approxkl``
-    (``½ E[(log ρ)²]``, how far this update moved the policy).
+    (``½ E[(log ρ)²]``, how far this update moved the policy). Every tensor has the shape
+    of ``mask`` and is finite, and ``cliprange`` is above 0, or it is an error.
     """
+    cliprange = check_number(cliprange, "cliprange", 0, exclusive=True)
+    tensors = dict(new_logprobs=new_logprobs, old_logprobs=old_logprobs, advantages=advantages)
+    for name, x in tensors.items():
+        if x.shape != mask.shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)} but mask has {tuple(mask.shape)}")
+        bad = (~torch.isfinite(x)).nonzero()
+        if len(bad):
+            raise FloatingPointError(
+                f"{name} is not finite at {bad[0].tolist()} ({len(bad)} in all)"
+            )
     log_ratio = new_logprobs - old_logprobs  # (B, L)
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
@@ -295,8 +352,18 @@ def value_loss(
     may not jump further than ``ε_v`` from what it predicted at rollout time, and taking
     the larger error keeps the loss pessimistic. The target ``G_t = A_t + V_t`` is the
     lecture's critic target ``r_t + γ V_{t+1}`` when ``λ = 0`` and the observed
-    reward-to-go when ``γ = λ = 1``.
+    reward-to-go when ``γ = λ = 1``. Every tensor has the shape of ``mask`` and is finite,
+    and ``cliprange_value`` is above 0, or it is an error.
     """
+    cliprange_value = check_number(cliprange_value, "cliprange_value", 0, exclusive=True)
+    for name, x in (("new_values", new_values), ("old_values", old_values), ("returns", returns)):
+        if x.shape != mask.shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)} but mask has {tuple(mask.shape)}")
+        bad = (~torch.isfinite(x)).nonzero()
+        if len(bad):
+            raise FloatingPointError(
+                f"{name} is not finite at {bad[0].tolist()} ({len(bad)} in all)"
+            )
     clipped_values = old_values + torch.clamp(
         new_values - old_values, -cliprange_value, cliprange_value
     )
@@ -497,14 +564,19 @@ class PPOTrainer:
                     self.policy, ids, cfg.temperature, return_entropy=True
                 )  # (mb, T-1) each
                 new_values = self.critic(ids)[:, :-1].float()  # (mb, T-1)
-                pg_loss, pg = policy_loss(
-                    new_logprobs, rollout.logprobs[rows], rollout.advantages[rows], mask,
-                    cfg.cliprange,
-                )  # fmt: skip
-                vf_loss, vf_clipfrac = value_loss(
-                    new_values, rollout.values[rows], rollout.returns[rows], mask,
-                    cfg.cliprange_value,
-                )  # fmt: skip
+                try:
+                    pg_loss, pg = policy_loss(
+                        new_logprobs, rollout.logprobs[rows], rollout.advantages[rows], mask,
+                        cfg.cliprange,
+                    )  # fmt: skip
+                    vf_loss, vf_clipfrac = value_loss(
+                        new_values, rollout.values[rows], rollout.returns[rows], mask,
+                        cfg.cliprange_value,
+                    )  # fmt: skip
+                except FloatingPointError as e:  # the policy or the critic went NaN
+                    raise FloatingPointError(
+                        f"the PPO loss is not finite at step {self.step_count} ({e})"
+                    ) from e
                 if ratio_first is None:
                     ratio_first = pg["ratio"].item()
                     if abs(ratio_first - 1.0) > RATIO_TOLERANCE:
@@ -569,11 +641,7 @@ class PPOTrainer:
 
     def train(self, n_steps: int, progress: bool = True) -> list[dict[str, float]]:
         """Run ``n_steps`` more steps; return their metrics (also kept in ``history``)."""
-        if isinstance(n_steps, bool) or not hasattr(n_steps, "__index__"):
-            raise TypeError(f"n_steps must be an int, got {n_steps!r}")
-        n_steps = operator.index(n_steps)
-        if n_steps < 0:
-            raise ValueError(f"n_steps must be >= 0, got {n_steps}")
+        n_steps = check_int(n_steps, "n_steps", 0)
         out = []
         bar = tqdm(range(n_steps), disable=not progress, desc="ppo", mininterval=1.0)
         for _ in bar:

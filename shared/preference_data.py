@@ -35,12 +35,13 @@ from collections.abc import Sequence
 
 from shared import gold
 from shared import instruction_data as idata
-from shared.prompts import format_prompt
+from shared.prompts import PHI3_SPECIALS, format_prompt
 from shared.tiny_world import ANIMALS, OBJECT_KINDS, World, article, number_words
 
 __all__ = [
     "PAIR_TYPES",
     "check_pairs",
+    "check_text_pair",
     "curt_answer",
     "cut_answer",
     "make_preference_pairs",
@@ -186,7 +187,14 @@ def sampled_pairs(
     if len(entries) != len(samples):
         raise ValueError(f"{len(entries)} entries but {len(samples)} lists of samples")
     pairs = []
-    for e, responses in zip(entries, samples):
+    for i, (e, responses) in enumerate(zip(entries, samples)):
+        if isinstance(responses, str) or not isinstance(responses, Sequence):
+            # a string would be read as one response per character
+            raise TypeError(
+                f"samples[{i}] must be a list of responses, got {type(responses).__name__}"
+            )
+        if not responses:
+            raise ValueError(f"samples[{i}] is empty: give at least one response per entry")
         rated = [(gold.assess(e, r, world).rating, r) for r in responses]
         best = max(rated, key=lambda x: x[0])
         worst = min(rated, key=lambda x: x[0])
@@ -198,7 +206,10 @@ def sampled_pairs(
 
 
 def check_pairs(pairs: Sequence[dict]) -> None:
-    """Every pair has the fields, as non-empty strings; errors name the index and field."""
+    """Every pair has the fields, as strings, non-empty (blank counts as empty) except
+    ``rejected``: an empty rejected response is a model that stopped at once. Chosen and
+    rejected must differ (other than in surrounding blanks, as ``shared.dpo`` and
+    ``shared.reward_model`` encode them). Errors name the index and field."""
     if not isinstance(pairs, Sequence) or isinstance(pairs, (str, bytes)):
         raise TypeError(f"pairs must be a list of dicts, got {type(pairs).__name__}")
     for i, p in enumerate(pairs):
@@ -209,7 +220,39 @@ def check_pairs(pairs: Sequence[dict]) -> None:
                 raise ValueError(f"pair {i} has no {field!r} field")
             if not isinstance(p[field], str):
                 raise TypeError(f"pair {i}: {field!r} must be a str, got {type(p[field]).__name__}")
+            if field != "rejected" and not p[field].strip():
+                raise ValueError(f"pair {i} has an empty {field!r}")
         if p["pair_type"] not in PAIR_TYPES:
             raise ValueError(f"pair {i}: pair_type {p['pair_type']!r} is not one of {PAIR_TYPES}")
-        if p["chosen"] == p["rejected"]:
-            raise ValueError(f"pair {i}: chosen and rejected are the same response")
+        if p["chosen"].strip() == p["rejected"].strip():
+            raise ValueError(
+                f"pair {i}: chosen and rejected are the same text {p['chosen']!r}, so there is "
+                "nothing to prefer"
+            )
+
+
+def check_text_pair(pair: object, i: int, specials: set[str] = frozenset()) -> None:
+    """One preference pair with text fields, before it is encoded (the reward model's and
+    DPO's encoders): a dict with str ``prompt``, ``chosen`` and ``rejected``, a non-empty
+    prompt, two different sides (else there is nothing to prefer), and no Phi-3 marker the
+    encoding (its ``specials``) would split into ordinary tokens."""
+    if not isinstance(pair, dict):
+        raise TypeError(f"pair {i} must be a dict, got {type(pair).__name__}")
+    for field in ("prompt", "chosen", "rejected"):
+        if field not in pair:
+            raise ValueError(f"pair {i} has no {field!r} field")
+        if not isinstance(pair[field], str):
+            raise ValueError(f"pair {i}: {field!r} must be a string, got {pair[field]!r}")
+    if not pair["prompt"].strip():
+        raise ValueError(f"pair {i} has an empty prompt")
+    if pair["chosen"].strip() == pair["rejected"].strip():
+        raise ValueError(
+            f"pair {i}: chosen and rejected are the same text {pair['chosen']!r}, so there is "
+            "nothing to prefer"
+        )
+    unknown = [s for s in PHI3_SPECIALS if s in pair["prompt"] and s not in specials]
+    if unknown:
+        raise ValueError(
+            f"pair {i}: the prompt has {unknown[0]}, which this encoding would split into "
+            "ordinary tokens: the phi3 template needs an encoding from extend_encoding()"
+        )

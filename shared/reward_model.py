@@ -33,9 +33,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from shared.checkpoints import load_checkpoint, read_checkpoint
-from shared.checks import check_fields
+from shared.checks import check_fields, check_int, check_number
 from shared.gpt import GPTConfig, GPTModel
 from shared.policy import pad_right
+from shared.preference_data import check_text_pair
 from shared.prompts import format_response
 from shared.train_state import data_digest, load_state, save_state
 from shared.training import lr_at, make_optimizer
@@ -95,6 +96,11 @@ def align_left(idx: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
     so that its first real token sits at position 0 makes the score of a row independent of
     how it was padded. Rows must be contiguous (padding only before or after the tokens).
     """
+    if attention_mask.shape != idx.shape or idx.dim() != 2:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but idx has "
+            f"{tuple(idx.shape)}: both must be the same (batch, T)"
+        )
     mask = attention_mask.bool()
     first = mask.long().argmax(dim=1)  # (B,) index of the first real token
     T = idx.shape[1]
@@ -151,14 +157,37 @@ def bradley_terry_loss(
     where the preference is clearer. The loss only sees differences, so adding a constant
     to every score changes nothing: ``centring`` is a small penalty that keeps the scores
     near zero (the "reward centring" of the literature), which PPO's per-token rewards like.
+
+    An empty batch, or a score or margin that is NaN or infinite, is an error (the mean
+    would be NaN): a ValueError, or a FloatingPointError that names the first bad pair.
     """
+    for name, scores in (("chosen", chosen), ("rejected", rejected)):
+        if not isinstance(scores, Tensor):
+            raise TypeError(f"{name} must be a tensor of scores, got {type(scores).__name__}")
     if chosen.shape != rejected.shape:
         raise ValueError(
             f"chosen scores {tuple(chosen.shape)} and rejected scores "
             f"{tuple(rejected.shape)} must have the same shape"
         )
-    if centring < 0:
-        raise ValueError(f"centring must be >= 0, got {centring}")
+    if chosen.numel() == 0:
+        raise ValueError("chosen and rejected are empty: the loss of no pair is undefined")
+    centring = check_number(centring, "centring", 0)
+    if isinstance(margin, Tensor):
+        try:
+            fits = torch.broadcast_shapes(margin.shape, chosen.shape) == chosen.shape
+        except RuntimeError:
+            fits = False
+        if not fits:  # a margin per pair, or one for all
+            raise ValueError(
+                f"margin has shape {tuple(margin.shape)}, which does not fit the "
+                f"{tuple(chosen.shape)} scores"
+            )
+    else:
+        margin = check_number(margin, "margin")
+    for name, values in (("chosen", chosen), ("rejected", rejected), ("margin", margin)):
+        bad = (~torch.isfinite(torch.as_tensor(values).detach())).nonzero().tolist()
+        if bad:
+            raise FloatingPointError(f"{name} is not finite at {bad[0]} ({len(bad)} in all)")
     loss = -F.logsigmoid(chosen - rejected - margin).mean()
     if centring:
         loss = loss + centring * ((chosen + rejected) ** 2).mean()
@@ -182,10 +211,18 @@ def encode_pairs(pairs: Sequence[dict], encoding, max_length: int) -> list[tuple
     response written as in fine-tuning (``shared.prompts.format_response``: after a space).
 
     A pair longer than ``max_length`` tokens (the model's context) is an error that names
-    the pair, rather than a silent cut that would score a different text.
+    the pair, rather than a silent cut that would score a different text. So are, as in
+    ``shared.dpo.encode_preference_pairs``, a missing or non-string field, an empty
+    prompt, the same chosen and rejected text (nothing to prefer), and a Phi-3 prompt
+    with an encoding that does not know its markers (``extend_encoding``).
     """
+    max_length = check_int(max_length, "max_length", 1)
+    if isinstance(pairs, (str, bytes, dict)) or not isinstance(pairs, Sequence):
+        raise TypeError(f"pairs must be a list of dicts, got {type(pairs).__name__}")
+    specials = getattr(encoding, "special_tokens_set", set())
     out = []
     for i, p in enumerate(pairs):
+        check_text_pair(p, i, specials)
         prompt = encoding.encode(p["prompt"], allowed_special="all")
         both = []
         for side in ("chosen", "rejected"):
@@ -214,6 +251,10 @@ def score_pairs(
     model: ScalarModel, encoded: Sequence[tuple], pad_id: int, batch_size: int = 64
 ) -> tuple[Tensor, Tensor]:
     """The model's scores of every chosen and every rejected response: two ``(N,)`` tensors."""
+    batch_size = check_int(batch_size, "batch_size", 1)
+    pad_id = check_int(pad_id, "pad_id", 0)
+    if isinstance(encoded, (str, bytes)) or not isinstance(encoded, Sequence) or not encoded:
+        raise ValueError("encoded must be a non-empty list of (chosen_ids, rejected_ids) pairs")
     was_training = model.training
     model.eval()
     chosen, rejected = [], []
@@ -329,7 +370,14 @@ def train_reward_model(
             group["lr"] = schedule(step)
         batch = [train[i] for i in _batch_indices(len(train), batch_size, seed, step)]
         chosen, rejected = _pair_scores(model, batch, pad_id)
-        loss = bradley_terry_loss(chosen, rejected, margin=config.margin, centring=config.centring)
+        try:
+            loss = bradley_terry_loss(
+                chosen, rejected, margin=config.margin, centring=config.centring
+            )
+        except FloatingPointError as e:  # the model's scores went NaN or infinite
+            raise FloatingPointError(
+                f"the loss is not finite at step {step} ({e}); nothing saved"
+            ) from e
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"the loss is {loss.item()} at step {step}; nothing saved")
         optimizer.zero_grad(set_to_none=True)

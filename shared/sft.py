@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from shared import gold
+from shared.checks import check_int, check_token_ids
 from shared.decoding import generate
 from shared.instruction_data import check_entries
 from shared.prompts import PHI3_SPECIALS, check_template, format_example, format_prompt
@@ -55,6 +56,7 @@ def extend_vocabulary(model: nn.Module, new_size: int) -> nn.Module:
     the same matrix; otherwise it grows the same way. ``model.cfg.vocab_size`` is updated.
     """
     old = model.tok_emb.weight
+    new_size = check_int(new_size, "new_size", 1)
     if new_size < old.shape[0]:
         raise ValueError(f"new_size={new_size} is smaller than the vocabulary ({old.shape[0]})")
     tied = model.out_head.weight is model.tok_emb.weight
@@ -76,6 +78,16 @@ def extend_vocabulary(model: nn.Module, new_size: int) -> nn.Module:
 
 
 # ------------------------------------------------------------------------ dataset ----
+def _check_template_encoding(template: str, encoding: tiktoken.Encoding) -> None:
+    """The Phi-3 markers must be special tokens of ``encoding``: in a plain encoding
+    ``<|end|>`` is the pieces ``<``, ``|``, ... and a response would "end" at any ``<``."""
+    check_template(template)
+    if not isinstance(encoding, tiktoken.Encoding):
+        raise TypeError(f"encoding must be a tiktoken.Encoding, got {type(encoding).__name__}")
+    if template == "phi3" and not set(PHI3_SPECIALS) <= encoding.special_tokens_set:
+        raise ValueError("the phi3 template needs an encoding from extend_encoding()")
+
+
 class InstructionDataset(torch.utils.data.Dataset):
     """Entries tokenized once: item ``i`` is ``(token ids, prompt length)``.
 
@@ -92,9 +104,9 @@ class InstructionDataset(torch.utils.data.Dataset):
         allowed_max_length: int | None = None,
     ) -> None:
         check_entries(entries)
-        check_template(template)
-        if template == "phi3" and not set(PHI3_SPECIALS) <= encoding.special_tokens_set:
-            raise ValueError("the phi3 template needs an encoding from extend_encoding()")
+        _check_template_encoding(template, encoding)
+        if allowed_max_length is not None:  # one input and one target at least
+            allowed_max_length = check_int(allowed_max_length, "allowed_max_length", 2)
         self.entries, self.template = list(entries), template
         self.eot = encoding.eot_token
         self.items: list[tuple[list[int], int]] = []
@@ -137,11 +149,18 @@ def collate(
     token after input ``t``. In the targets, every padding position after the first
     end-of-text becomes ``ignore_index`` (the end-of-text itself stays a target: the model
     must learn to stop), and with ``mask_prompt`` so do the positions that predict the
-    prompt. Items may be ``(ids, prompt_length)`` or bare id lists (no prompt to mask).
+    prompt. Items may be ``(ids, prompt_length)`` or bare id lists (no prompt to mask);
+    an item with no tokens is an error (see ``_collate_item``).
     """
     if len(batch) == 0:
         raise ValueError("collate got an empty batch")
-    items = [(list(b), 0) if not isinstance(b, tuple) else (list(b[0]), int(b[1])) for b in batch]
+    pad_id = check_int(pad_id, "pad_id")
+    ignore_index = check_int(ignore_index, "ignore_index")
+    if allowed_max_length is not None:
+        allowed_max_length = check_int(allowed_max_length, "allowed_max_length", 1)
+    if not isinstance(mask_prompt, bool):
+        raise TypeError(f"mask_prompt must be True or False, got {mask_prompt!r}")
+    items = [_collate_item(b, r) for r, b in enumerate(batch)]
     width = max(len(ids) for ids, _ in items)
     inputs, targets = [], []
     for ids, prompt_len in items:
@@ -158,6 +177,20 @@ def collate(
     if device is not None:
         inputs_t, targets_t = inputs_t.to(device), targets_t.to(device)
     return inputs_t, targets_t
+
+
+def _collate_item(item, row: int) -> tuple[list[int], int]:
+    """``(ids, prompt_length)`` of one batch item, checked. An empty row is refused: it has
+    no end-of-text to learn, and ``y[len(ids) - 1:]`` would mask only its last position, so
+    it would train the model to predict padding after padding."""
+    ids, prompt_len = item if isinstance(item, tuple) else (item, 0)
+    ids = check_token_ids(ids, f"row {row} of the batch")
+    if not ids:
+        raise ValueError(
+            f"row {row} of the batch has no tokens: every example needs at least its "
+            "end-of-text (was it truncated to nothing?)"
+        )
+    return ids, check_int(prompt_len, f"the prompt length of row {row}", 0)
 
 
 class InstructionBatches:
@@ -185,6 +218,12 @@ class InstructionBatches:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if len(dataset) < batch_size:
             raise ValueError(f"only {len(dataset)} examples, fewer than one batch of {batch_size}")
+        seed = check_int(seed, "seed", 0)  # checked now, not at the first batch
+        for name, flag in (("shuffle", shuffle), ("mask_prompt", mask_prompt)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if allowed_max_length is not None:
+            allowed_max_length = check_int(allowed_max_length, "allowed_max_length", 1)
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.shuffle, self.mask_prompt = shuffle, mask_prompt
         self.allowed_max_length = allowed_max_length
@@ -197,6 +236,7 @@ class InstructionBatches:
         return len(self.dataset) // self.batch_size
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        i = check_int(i, "batch index")  # batches[True] is not batch 1
         if i < 0:
             raise IndexError(f"batch index must be >= 0, got {i}")
         epoch, j = divmod(i, len(self))
@@ -234,11 +274,24 @@ def generate_responses(
     sampled with ``temperature > 0`` (reproducibly with a seeded ``generator``).
 
     Prompts with the same number of tokens run together in one batch (no padding needed);
-    generation stops at end-of-text (and at ``<|end|>`` for Phi-3), which is cut off.
+    generation stops at end-of-text (and at ``<|end|>`` for Phi-3), which is cut off. A
+    prompt longer than the model's context is an error: the model would see only its end,
+    without the instruction (``generate`` crops from the left).
     """
     check_entries(entries, required=("instruction", "input"))
+    _check_template_encoding(template, encoding)
+    batch_size = check_int(batch_size, "batch_size", 1)
     device = next(model.parameters()).device
     prompts = [encoding.encode(format_prompt(e, template), allowed_special="all") for e in entries]
+    context = getattr(getattr(model, "cfg", None), "context_length", None)
+    too_long = [i for i, ids in enumerate(prompts) if context and len(ids) > context]
+    if too_long:
+        i = too_long[0]
+        raise ValueError(
+            f"entry {i}'s prompt is {len(prompts[i])} tokens, longer than the model's context "
+            f"of {context}: the model would see only its last {context} tokens, without the "
+            f"instruction ({len(too_long)} such entries); shorten the entries"
+        )
     stops = {encoding.eot_token}
     if template == "phi3":
         stops.add(encoding.encode("<|end|>", allowed_special="all")[0])

@@ -17,9 +17,12 @@ True
 
 from __future__ import annotations
 
+import operator
 import random
 import re
 from dataclasses import dataclass, field
+
+from shared.checks import check_int, is_int
 
 ENDOFTEXT = "<|endoftext|>"
 ATTRIBUTES = ("town", "pet", "colour", "age")
@@ -207,6 +210,9 @@ class World:
 # ------------------------------------------------------------------- small helpers ----
 def number_words(n: int) -> str:
     """0..99 written in English words: 34 -> "thirty-four"."""
+    if not is_int(n):
+        raise TypeError(f"number_words handles the ints 0..99, got {n!r}")
+    n = operator.index(n)
     if not 0 <= n <= 99:
         raise ValueError(f"number_words handles 0..99, got {n}")
     if n < 20:
@@ -217,6 +223,7 @@ def number_words(n: int) -> str:
 
 def plural(noun: str) -> str:
     """English plural of the nouns used here (animals have their own irregular plurals)."""
+    _check_word(noun, "noun")
     if noun in ANIMALS:
         return ANIMALS[noun][0]
     if noun.endswith(("s", "x", "sh", "ch")):
@@ -225,12 +232,21 @@ def plural(noun: str) -> str:
 
 
 def article(word: str) -> str:
-    """ "a" or "an" for the word that follows it."""
-    return "an" if word[0] in "aeiou" else "a"
+    """ "a" or "an" for the word that follows it, by its first letter ("an Apple")."""
+    _check_word(word, "word")
+    return "an" if word[0].lower() in "aeiou" else "a"
+
+
+def _check_word(word: str, name: str) -> None:
+    if not isinstance(word, str):
+        raise TypeError(f"{name} must be a str, got {word!r}")
+    if not word:
+        raise ValueError(f"{name} is empty: there is no word to write")
 
 
 def count_of(n: int, noun: str, rng: random.Random) -> str:
     """ "3 kites" or "three kites" (digits and words both appear, so both are learned)."""
+    n = check_int(n, "n", 0)
     number = str(n) if rng.random() < 0.5 else number_words(n)
     return f"{number} {noun if n == 1 else plural(noun)}"
 
@@ -241,6 +257,12 @@ def split_documents(text: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------- the world ----
+def _check_seed(seed: int) -> int:
+    """An int >= 0: ``random.Random`` seeds None from the clock, -1 as 1 and hashes others,
+    so any other seed would not give the same bytes again (or would repeat another's)."""
+    return check_int(seed, "seed", 0)
+
+
 def _make_name(rng: random.Random) -> str:
     def syllable() -> str:
         return rng.choice(ONSETS) + rng.choice(VOWELS)
@@ -264,6 +286,9 @@ def _spread(values: tuple, n: int, rng: random.Random) -> list:
 
 def make_world(seed: int = 0, n_people: int = 120, n_towns: int = 16) -> World:
     """Invent ``n_people`` people with unique names, spread evenly over towns, pets and colours."""
+    seed = _check_seed(seed)
+    n_people = check_int(n_people, "n_people")
+    n_towns = check_int(n_towns, "n_towns")
     if not 2 <= n_people <= 1000:  # stories need a second person
         raise ValueError(f"n_people must be in 2..1000, got {n_people}")
     if not 1 <= n_towns <= len(TOWN_STARTS):
@@ -496,9 +521,10 @@ def _general_document(world: World, rng: random.Random) -> str:
 
 def generate_corpus(world: World, n_chars: int, seed: int) -> str:
     """About ``n_chars`` characters of documents, each followed by a newline and ENDOFTEXT."""
-    if n_chars <= 0:
-        raise ValueError(f"n_chars must be positive, got {n_chars}")
-    rng = random.Random(seed)
+    if not isinstance(world, World):
+        raise TypeError(f"world must be a World (make_world), got {type(world).__name__}")
+    n_chars = check_int(n_chars, "n_chars", 1)  # a float (NaN, inf) is refused
+    rng = random.Random(_check_seed(seed))
     deck = _Deck(world.people, rng)
     parts, total = [], 0
     while total < n_chars:
@@ -516,6 +542,7 @@ def generate_corpus(world: World, n_chars: int, seed: int) -> str:
 
 def make_splits(world: World, seed: int = 0) -> dict[str, str]:
     """Train (~4.5 M characters) and val (~250 k): the same world, different texts."""
+    seed = _check_seed(seed)
     return {
         "train": generate_corpus(world, TRAIN_CHARS, seed=10 * seed + 1),
         "val": generate_corpus(world, VAL_CHARS, seed=10 * seed + 2),

@@ -77,7 +77,8 @@ def test_a_policy_that_writes_the_right_sentence_gets_every_gold_figure(one_thre
 def test_one_answer_for_every_prompt_is_one_distinct_response(one_thread):
     result = evaluate_policy(scripted(TOWN[0]["full"]), TOWN, ENC)
     assert result["distinct"] == pytest.approx(1 / 3)
-    assert result["ratings"][0] == 5 and result["ratings"][1:] == [2, 2]  # wrong town
+    # the same sentence is a claim about another person for the other two: it answers nothing
+    assert result["ratings"][0] == 5 and result["ratings"][1:] == [1, 1]
 
 
 def test_win_rate_counts_ties_as_half(one_thread):

@@ -193,7 +193,13 @@ def test_optimizer_state_of_other_shapes_fails_before_loading(tmp_path):
 
 def test_a_stored_config_that_is_not_valid(tmp_path):
     model, _ = setup()
-    path = save_checkpoint(tmp_path / "odd.pt", model, config={**CFG.to_dict(), "n_heads": 3})
+    bad = {**CFG.to_dict(), "n_heads": 3}
+    with pytest.raises(CheckpointError, match=r"odd\.pt"):  # refused when saving ...
+        save_checkpoint(tmp_path / "odd.pt", model, config=bad)
+    path = save_checkpoint(tmp_path / "odd.pt", model, config=CFG.to_dict())
+    stored = torch.load(path, weights_only=True)  # ... and when a file holds one anyway
+    stored["config"] = bad
+    torch.save(stored, path)
     with pytest.raises(CheckpointError, match=r"odd\.pt: the stored config is not valid.*n_heads"):
         load_model(path)
 

@@ -162,4 +162,4 @@ def test_optimizer_group_mismatch_is_rejected_before_loading(tmp_path):
     assert torch.equal(target.tok_emb.weight, before)
     no_opt = save_checkpoint(tmp_path / "weights_only.pt", model)
     with pytest.raises(CheckpointError, match="no optimizer state"):
-        load_checkpoint(no_opt, make_model(1), make_optimizer(make_model(1), lr=1e-2))
+        load_checkpoint(no_opt, target, make_optimizer(target, lr=1e-2))

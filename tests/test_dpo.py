@@ -74,7 +74,7 @@ def test_losses_on_hand_values():
     assert loss.item() == pytest.approx((2 - 1 / (2 * beta)) ** 2)
     lc, lr = torch.tensor([4]), torch.tensor([2])
     loss, _ = dpo_loss(c, r, rc, rr, lc, lr, beta=beta, loss_type="rdpo", rdpo_alpha=0.3)
-    assert loss.item() == pytest.approx(-math.log(sig(beta * 2 - 0.3 * (4 - 2))))
+    assert loss.item() == pytest.approx(-math.log(sig(beta * 2 + 0.3 * (4 - 2))))  # +α(|yw| − |yl|)
     loss, m = dpo_loss(c, r, None, None, lc, lr, beta=2.0, loss_type="simpo", simpo_gamma=0.5)
     assert loss.item() == pytest.approx(-math.log(sig(2.0 * (-4 / 4 - -6 / 2) - 0.5)))
     assert m["rewards/chosen"] == pytest.approx(2.0 * -1.0)  # β times the averaged log-prob
@@ -291,7 +291,7 @@ def test_a_non_finite_loss_stops_training_before_the_weights_change(reference):
     with torch.no_grad():
         policy.out_head.weight[3, 0] = float("inf")  # every logit row that uses it breaks
     before = {k: v.clone() for k, v in policy.state_dict().items()}
-    with pytest.raises(FloatingPointError, match=r"loss is nan at step 0"):
+    with pytest.raises(FloatingPointError, match=r"loss is not finite at step 0"):
         train_dpo(policy, PAIRS, ref, DPOConfig(steps=3, lr=1e-3, batch_size=2), progress=False)
     after = policy.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # no step was taken
@@ -389,3 +389,20 @@ def test_reference_logprobs_with_a_shared_prompt_equal_the_plain_forward(referen
     c, r, _, _ = pair_logprobs(reference, pairs)
     assert torch.allclose(chosen, c.detach(), atol=1e-5)
     assert torch.allclose(rejected, r.detach(), atol=1e-5)
+
+
+def test_rdpo_gives_a_longer_chosen_answer_a_smaller_gradient_weight():
+    """The derived sign: R-DPO's reward carries +α|y|, so a pair whose chosen side is the
+    longer one already has a larger margin and pushes less than plain DPO."""
+    chosen, rejected = t(-5.0, -5.0), t(-6.0, -6.0)
+    ref_c, ref_r = t(-5.0, -5.0), t(-6.0, -6.0)  # h = 0 for both pairs
+    lengths_c, lengths_r = torch.tensor([8, 3]), torch.tensor([3, 8])  # chosen longer, shorter
+    weights = {}
+    for loss_type in ("dpo", "rdpo"):
+        c = chosen.clone().requires_grad_(True)
+        loss, _ = dpo_loss(c, rejected, ref_c, ref_r, lengths_c, lengths_r, beta=0.1,
+                           loss_type=loss_type, rdpo_alpha=0.1)  # fmt: skip
+        loss.backward()
+        weights[loss_type] = -c.grad  # how hard each pair pushes its chosen side up
+    assert weights["rdpo"][0] < weights["dpo"][0]  # chosen longer: less push
+    assert weights["rdpo"][1] > weights["dpo"][1]  # chosen shorter: more push

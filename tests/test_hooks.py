@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from shared.gpt import GPTConfig, GPTModel
-from shared.hooks import Hooks, layer_names, logit_lens, patch_residual, residual_stream
+from shared.hooks import (
+    Hooks,
+    hook_names,
+    layer_names,
+    logit_lens,
+    patch_residual,
+    residual_stream,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +87,15 @@ def test_patching_with_the_own_value_changes_nothing(model):
 def test_not_a_gpt():
     with pytest.raises(TypeError, match="GPTModel"):
         residual_stream(torch.nn.Linear(2, 2), IDX)
+
+
+def test_layer_names_and_transformer_lens_names_line_up(model):
+    assert layer_names(model) == ["embed", "block 0", "block 1", "block 2"]
+    assert hook_names(model) == [
+        "blocks.0.hook_resid_pre",
+        "blocks.0.hook_resid_post",
+        "blocks.1.hook_resid_post",
+        "blocks.2.hook_resid_post",
+    ]
+    with pytest.raises(TypeError, match="GPTModel"):
+        hook_names(torch.nn.Linear(2, 2))

@@ -4,6 +4,10 @@ requests give identical answers. Skipped when the ``ollama`` package is not inst
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
@@ -69,3 +73,30 @@ def test_unknown_model(client):
     with pytest.raises(ollama.ResponseError) as info:
         client.chat(model="llama3", messages=QUESTION, stream=False)
     assert info.value.status_code == 404 and "not found" in info.value.error
+
+
+def test_32_threads_at_once_are_all_answered_at_the_defaults():
+    # An evaluation loop written for Ollama: 32 threads share one client and ask at once.
+    # Ollama queues what it cannot answer yet; so does this server (it used to refuse all
+    # but 4 with 429). Each answer takes a while here, so they really are at once.
+    class SlowGPT(GPTModel):
+        def forward(self, idx, kv_cache=None):
+            time.sleep(0.003)
+            return super().forward(idx, kv_cache)
+
+    torch.manual_seed(0)
+    model = SlowGPT(CFG).eval()
+    app = create_app({"tiny": ChatModel("tiny", model, ENC, "alpaca")})  # the defaults
+    with serve_in_background(app) as url:
+        client = ollama.Client(host=url, timeout=30)
+        start = threading.Barrier(32)
+
+        def ask(_):
+            start.wait(10)
+            return client.chat(model="tiny", messages=QUESTION, options=GREEDY)
+
+        with ThreadPoolExecutor(32) as pool:
+            answers = list(pool.map(ask, range(32), timeout=60))
+        assert app.state.free_slots() == app.state.num_parallel + app.state.max_queue
+    assert all(a.done and a.eval_count == GREEDY["num_predict"] for a in answers)
+    assert len({a.message.content for a in answers}) == 1

@@ -28,7 +28,6 @@ from shared.chat import (
     GenerationOptions,
     alpaca_prompt,
     load_chat_model,
-    raw_prompt,
 )
 from shared.checkpoints import save_checkpoint
 from shared.decoding import generate
@@ -463,15 +462,24 @@ def test_an_error_in_the_middle_of_a_stream_is_a_last_error_line(client: TestCli
     assert post_chat(client, options=GREEDY).status_code == 200
 
 
-def test_too_many_requests_at_once_is_429() -> None:
-    entered, release = threading.Event(), threading.Event()
+class GatedGPT(GPTModel):
+    """Waits at every forward pass until ``gate`` is open: a generation that takes as long
+    as a test needs. ``entered`` is set at the first pass."""
 
-    def slow_template(messages):
-        entered.set()
-        release.wait(10)
-        return raw_prompt(messages)
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__(cfg)
+        self.entered, self.gate = threading.Event(), threading.Event()
 
-    app = create_app({"slow": ChatModel("slow", make_model(0), ENC, slow_template)}, max_requests=1)
+    def forward(self, idx, kv_cache=None):
+        self.entered.set()
+        self.gate.wait(10)
+        return super().forward(idx, kv_cache)
+
+
+def test_a_request_past_the_queue_is_503() -> None:
+    model = make_model(0, GatedGPT)
+    app = create_app({"slow": ChatModel("slow", model, ENC)}, max_requests=1)
+    assert (app.state.num_parallel, app.state.max_queue) == (1, 0)  # max_requests: the total
     payload = json.dumps({"model": "slow", "messages": HI, "stream": False, "options": GREEDY})
     results: list[int] = []
 
@@ -482,18 +490,19 @@ def test_too_many_requests_at_once_is_429() -> None:
                 return r.status
         except urllib.error.HTTPError as e:
             results.append(json.loads(e.read())["error"])
+            assert e.headers["Retry-After"] == "1"
             return e.code
 
     with serve_in_background(app) as url:
         first = threading.Thread(target=lambda: results.append(request(url)))
         first.start()
-        assert entered.wait(10)
-        assert request(url) == 429
-        assert "at most 1 at a time" in results[0]
-        release.set()
+        assert model.entered.wait(10)
+        assert request(url) == 503
+        assert results[0].startswith("server busy, please try again: 1 requests are being")
+        model.gate.set()
         first.join(10)
         assert results[-1] == 200
-        assert request(url) == 200  # the slot is free again
+        assert request(url) == 200  # the turn is free again
 
 
 # --------------------------------------------------------------------------- pieces
@@ -538,6 +547,20 @@ def test_an_answer_is_iterated_once() -> None:
     list(answer)
     with pytest.raises(RuntimeError, match="only once"):
         list(answer)
+
+
+def test_a_cancelled_answer_stops_after_the_current_token_and_lets_go_of_the_model() -> None:
+    cm = MODELS["plain"]
+    answer = cm.answer("Nabo lives in", {"temperature": 0, "num_predict": 50})
+    pieces = iter(answer)
+    first, tokens = next(pieces), answer.eval_count
+    assert cm.lock.locked()
+    answer.cancel()  # (between two tokens here: no more of them)
+    assert first + "".join(pieces) == answer.text and answer.eval_count == tokens < 50
+    assert not cm.lock.locked()
+    unstarted = cm.answer("Nabo lives in", {"temperature": 0, "num_predict": 50})
+    unstarted.cancel()
+    assert "".join(unstarted) == "" and unstarted.eval_count == 0
 
 
 # --------------------------------------------------------------------------- serving

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
-from test_judge_server import CFG, ENC, GREEDY, HI, make_model  # the same tiny models
+from test_judge_server import CFG, ENC, GREEDY, HI, GatedGPT, make_model  # tiny models
 
 from shared import judge_server
 from shared.chat import ChatModel
@@ -73,6 +73,11 @@ def chat_body(model: str = "tiny", **fields) -> bytes:
 def address(url: str) -> tuple[str, int]:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     return host, int(port)
+
+
+def host(url: str) -> str:
+    """The Host header line for the server at ``url`` (any other name is refused)."""
+    return f"Host: {url.removeprefix('http://')}\r\n"
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -144,7 +149,9 @@ def test_a_declared_length_far_over_the_limit_is_refused_unread() -> None:
     app = create_app({"tiny": ChatModel("tiny", make_model(0), ENC)}, max_body_bytes=1000)
     with serve_in_background(app) as url, socket.create_connection(address(url), 10) as sock:
         # A gigabyte announced and none of it sent: the answer comes at once regardless.
-        sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n")
+        sock.sendall(
+            f"POST /api/chat HTTP/1.1\r\n{host(url)}Content-Length: 1000000000\r\n\r\n".encode()
+        )
         head, body = read_sized_answer(sock)
         assert head.startswith(b"HTTP/1.1 413 "), head
         assert b"is 1000000000 bytes" in body and b"limit of 1000 bytes" in body
@@ -154,7 +161,9 @@ def test_a_chunked_body_is_refused_once_past_the_limit(monkeypatch) -> None:
     monkeypatch.setattr(judge_server, "DISCARD_BYTES", 0)  # drop nothing more past the limit
     app = create_app({"tiny": ChatModel("tiny", make_model(0), ENC)}, max_body_bytes=1000)
     with serve_in_background(app) as url, socket.create_connection(address(url), 10) as sock:
-        sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            f"POST /api/chat HTTP/1.1\r\n{host(url)}Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
         for _ in range(2):  # 1200 bytes, and the body never ends: the server stops reading
             sock.sendall(b"258\r\n" + b" " * 600 + b"\r\n")
         head, body = read_sized_answer(sock)
@@ -213,7 +222,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot_and_the_model() -> None:
             before = model.calls
             with socket.create_connection(address(url), 10) as sock:
                 sock.sendall(
-                    f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    f"POST {path} HTTP/1.1\r\n{host(url)}Content-Type: application/json\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n".encode()
                     + body
                 )
@@ -265,24 +274,18 @@ def test_a_burst_of_32_concurrent_requests_is_answered_identically() -> None:
 
 
 def test_burst_counts_the_refused_ones() -> None:
-    entered, release = threading.Event(), threading.Event()
-
-    def slow_template(messages):
-        entered.set()
-        release.wait(10)
-        return messages[-1]["content"]
-
-    app = create_app({"slow": ChatModel("slow", make_model(0), ENC, slow_template)}, max_requests=1)
+    model = make_model(0, GatedGPT)
+    app = create_app({"slow": ChatModel("slow", model, ENC)}, max_requests=1)
     with serve_in_background(app) as url:
         body = chat_body("slow", stream=False, options=GREEDY)
         first = threading.Thread(target=lambda: post(url, "/api/chat", body))
         first.start()
-        assert entered.wait(10)
+        assert model.entered.wait(10)
         result = burst(url, "slow", n=3, timeout=10)
-        release.set()
+        model.gate.set()
         first.join(10)
-    assert result["ok"] == 0 and result["statuses"] == {429: 3}
-    assert result["p50_ms"] is None and "too many requests" in result["errors"][0]
+    assert result["ok"] == 0 and result["statuses"] == {503: 3}
+    assert result["p50_ms"] is None and "server busy" in result["errors"][0]
     with pytest.raises(ValueError, match="n must be"):
         burst(url, "slow", n=0)
 

@@ -32,7 +32,7 @@ def test_alpaca_template_is_the_lectures():
 
 def test_phi3_template():
     assert prompts.format_example(SPELLING, "phi3") == (
-        "<|user|>\nIdentify the correct spelling of the following word.\nOcassion\n"
+        "<|user|>\nIdentify the correct spelling of the following word.\nOcassion<|end|>\n"
         "<|assistant|>\n The correct spelling is 'Occasion.'<|end|>"
     )
     with pytest.raises(ValueError, match="template must be one of"):
@@ -51,7 +51,7 @@ def test_the_response_starts_with_a_word_the_base_model_knows():
 
 def test_extend_encoding_keeps_old_ids():
     enc = prompts.extend_encoding(ENC, prompts.PHI3_SPECIALS)
-    assert enc.n_vocab == ENC.n_vocab + 3
+    assert enc.n_vocab == ENC.n_vocab + 4
     text = "Nabo lives in Rushcombe.<|endoftext|>"
     assert enc.encode(text, allowed_special="all") == ENC.encode(text, allowed_special="all")
     ids = enc.encode("<|user|>hi<|end|>", allowed_special="all")
@@ -181,3 +181,30 @@ def test_matches_and_table():
     table = sft.accuracy_by_kind([e, e], ["Nabo lives in Rushcombe.", "Rushcombe"])
     assert table.loc["all", "exact"] == 0.5 and table.loc["all", "correct"] == 1.0
     assert table.loc["town", "n"] == 2
+
+
+def test_the_extended_record_system_prompt_and_history():
+    """The lecture's extended record: an optional system prompt and earlier rounds."""
+    entry = {
+        "instruction": "And Misi?",
+        "input": "",
+        "system": "You answer questions about the tiny world.",
+        "history": [["Where does Nabo live?", "Nabo lives in Corton."]],
+    }
+    assert prompts.format_prompt(entry, "phi3") == (
+        "<|system|>\nYou answer questions about the tiny world.<|end|>\n"
+        "<|user|>\nWhere does Nabo live?<|end|>\n<|assistant|>\n Nabo lives in Corton.<|end|>\n"
+        "<|user|>\nAnd Misi?<|end|>\n<|assistant|>\n"
+    )
+    assert prompts.format_prompt(entry) == (
+        "You answer questions about the tiny world.\n\n### Instruction:\nWhere does Nabo live?"
+        "\n\n### Response:\n Nabo lives in Corton.\n\n### Instruction:\nAnd Misi?"
+        "\n\n### Response:\n"
+    )
+    plain = {"instruction": "And Misi?", "input": ""}
+    assert prompts.format_prompt({**plain, "system": "", "history": []}) == prompts.format_prompt(
+        plain
+    )
+    for bad in ({"history": "Nabo"}, {"history": [["only one"]]}, {"system": None}):
+        with pytest.raises(TypeError, match="system|history"):
+            prompts.format_prompt({**plain, **bad})

@@ -47,6 +47,8 @@ from common import (
     digest,
     key_of,
     load_json,
+    positive_float,
+    positive_int,
     start_run,
 )
 
@@ -265,12 +267,14 @@ class Run(NamedTuple):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
-    parser.add_argument("--steps", type=int, default=SETTINGS["steps"], help="round-1 steps")
-    parser.add_argument("--short-steps", type=int, default=SHORT_STEPS)
-    parser.add_argument("--round2-steps", type=int, default=ROUND2["steps"])
-    parser.add_argument("--round2-prompts", type=int, default=ROUND2["prompts"])
-    parser.add_argument("--lr", type=float, default=SETTINGS["lr"])
-    parser.add_argument("--beta", type=float, default=SETTINGS["beta"])
+    parser.add_argument(
+        "--steps", type=positive_int, default=SETTINGS["steps"], help="round-1 steps"
+    )
+    parser.add_argument("--short-steps", type=positive_int, default=SHORT_STEPS)
+    parser.add_argument("--round2-steps", type=positive_int, default=ROUND2["steps"])
+    parser.add_argument("--round2-prompts", type=positive_int, default=ROUND2["prompts"])
+    parser.add_argument("--lr", type=positive_float, default=SETTINGS["lr"])
+    parser.add_argument("--beta", type=positive_float, default=SETTINGS["beta"])
     parser.add_argument("--rm", type=Path, default=CHECKPOINTS / "rm.pt")
     parser.add_argument("--sampled-pairs", type=Path, default=CHECKPOINTS / "rm_pairs_sampled.json")
     parser.add_argument("--skip-comparisons", action="store_true", help="round 1 and 2 only")

@@ -52,7 +52,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, load_split, start_run
+from common import (
+    CACHE,
+    CHECKPOINTS,
+    DATA_DIR,
+    add_common_flags,
+    fraction,
+    load_split,
+    positive_float,
+    positive_int,
+    start_run,
+)
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -360,11 +370,13 @@ def arena(judge: ChatModel, out: Path, seed: int, progress: bool) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, help="override the judge fine-tuning steps")
-    parser.add_argument("--long-steps", type=int, help="override the long-context steps")
-    parser.add_argument("--max-lr", type=float, help="override the judge fine-tuning peak lr")
-    parser.add_argument("--eval-scale", type=float, default=1.0, help="share of the eval sets")
-    parser.add_argument("--checkpoint-every", type=int, default=20)
+    parser.add_argument("--steps", type=positive_int, help="override the judge fine-tuning steps")
+    parser.add_argument("--long-steps", type=positive_int, help="override the long-context steps")
+    parser.add_argument(
+        "--max-lr", type=positive_float, help="override the judge fine-tuning peak lr"
+    )
+    parser.add_argument("--eval-scale", type=fraction, default=1.0, help="share of the eval sets")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=20)
     parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
     add_common_flags(parser)
     parser.add_argument("--only-arena", action="store_true", help="the arena battles only")

@@ -53,6 +53,8 @@ from common import (
     digest,
     key_of,
     load_json,
+    positive_float,
+    positive_int,
     start_run,
 )
 
@@ -182,11 +184,11 @@ def best_of_n_curve(policy, reward_model, entries, encoding, key: str, seed: int
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=SETTINGS["steps"])
-    parser.add_argument("--kl-coef", type=float, default=PPO_SETTINGS["kl_coef"])
-    parser.add_argument("--lr", type=float, default=PPO_SETTINGS["lr"])
-    parser.add_argument("--eval-every", type=int, default=SETTINGS["eval_every"])
-    parser.add_argument("--checkpoint-every", type=int, default=5)
+    parser.add_argument("--steps", type=positive_int, default=SETTINGS["steps"])
+    parser.add_argument("--kl-coef", type=positive_float, default=PPO_SETTINGS["kl_coef"])
+    parser.add_argument("--lr", type=positive_float, default=PPO_SETTINGS["lr"])
+    parser.add_argument("--eval-every", type=positive_int, default=SETTINGS["eval_every"])
+    parser.add_argument("--checkpoint-every", type=positive_int, default=5)
     parser.add_argument("--sft", type=Path, default=CHECKPOINTS / "sft.pt")
     parser.add_argument("--rm", type=Path, default=CHECKPOINTS / "rm.pt")
     parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)

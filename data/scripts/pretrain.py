@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import CHECKPOINTS, DATA_DIR, add_common_flags
+from common import CHECKPOINTS, DATA_DIR, add_common_flags, positive_float, positive_int
 
 import shared
 from shared import bpe, tiny_world
@@ -72,10 +72,10 @@ SAMPLE_PROMPT = "Nabo lives in"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="small", choices=sorted(MODEL_PRESETS))
-    parser.add_argument("--max-steps", type=int, help="override the scale's step count")
-    parser.add_argument("--batch-size", type=int, help="global batch (all processes)")
-    parser.add_argument("--lr", type=float, help="peak learning rate")
-    parser.add_argument("--checkpoint-every", type=int, default=200)
+    parser.add_argument("--max-steps", type=positive_int, help="override the scale's step count")
+    parser.add_argument("--batch-size", type=positive_int, help="global batch (all processes)")
+    parser.add_argument("--lr", type=positive_float, help="peak learning rate")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=200)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
     parser.add_argument("--name", help="output file stem (default base_<scale>)")

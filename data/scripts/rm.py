@@ -29,7 +29,16 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, digest, load_json, start_run
+from common import (
+    CACHE,
+    CHECKPOINTS,
+    DATA_DIR,
+    add_common_flags,
+    digest,
+    load_json,
+    positive_int,
+    start_run,
+)
 
 from shared import bpe, preference_data, sft
 from shared import reward_model as rmod
@@ -76,7 +85,7 @@ def accuracy_table(pairs: list[dict], chosen: torch.Tensor, rejected: torch.Tens
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=SETTINGS["steps"])
+    parser.add_argument("--steps", type=positive_int, default=SETTINGS["steps"])
     parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
     add_common_flags(parser)
     parser.add_argument("--sft", type=Path, default=CHECKPOINTS / "sft.pt")

@@ -29,7 +29,16 @@ import time
 from pathlib import Path
 
 import torch
-from common import CACHE, CHECKPOINTS, DATA_DIR, add_common_flags, load_split, start_run
+from common import (
+    CACHE,
+    CHECKPOINTS,
+    DATA_DIR,
+    add_common_flags,
+    load_split,
+    positive_float,
+    positive_int,
+    start_run,
+)
 
 from shared import bpe, sft
 from shared.checkpoints import load_model, save_checkpoint
@@ -120,15 +129,17 @@ def finetune(variant: str, args, encoding, data: dict, progress: bool, steps=Non
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--max-steps", type=int, help="override the step count (a quick check)")
-    parser.add_argument("--max-lr", type=float, help="override the peak learning rate")
-    parser.add_argument("--checkpoint-every", type=int, default=40)
+    parser.add_argument(
+        "--max-steps", type=positive_int, help="override the step count (a quick check)"
+    )
+    parser.add_argument("--max-lr", type=positive_float, help="override the peak learning rate")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=40)
     parser.add_argument("--out-dir", type=Path, default=CHECKPOINTS)
     parser.add_argument("--no-comparisons", action="store_true", help="only the released model")
     parser.add_argument(
         "--only-comparisons", action="store_true", help="keep the released model, rerun the rest"
     )
-    parser.add_argument("--compare-steps", type=int, default=COMPARE_STEPS)
+    parser.add_argument("--compare-steps", type=positive_int, default=COMPARE_STEPS)
     add_common_flags(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()

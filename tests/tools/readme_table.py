@@ -64,8 +64,9 @@ CHAPTERS = {
     "07": (
         "hooks, the residual stream, the logit lens, activation patching, an activation "
         "edit, gradient norms per layer",
-        r"the cat-minus-dog edit turns (\d+) of (\d+) dogs into cats",
-        "an activation edit turns {0} of {1} dogs into cats",
+        r"edit turns (\d+)% of dogs and (\d+)% of other pets into cats; a random edit of the "
+        r"same length (\d+)%",
+        "a leave-one-out edit turns {0}% of dogs into cats (a random one {2}%)",
     ),
     "08": (
         "a new domain (CPython's docs), catastrophic forgetting, replay, re-warmed "
