@@ -47,8 +47,17 @@ gives no more gradient. The critic regresses on the returns with a clipped value
 and both are minimised together: ``loss = −J + vf_coef · L_V``, over several epochs of
 shuffled minibatches of the same rollout, with gradients clipped to ``max_grad_norm``.
 
-This follows TRL's ``PPOTrainer`` (the score at the last token, a per-token KL penalty,
-whitened advantages, value clipping, the missing-eos penalty) and logs its metric names.
+This follows TRL's ``PPOTrainer`` (a per-token KL penalty, the score at the end of the
+response, whitened advantages, value clipping, the missing-eos penalty) and logs its metric
+names, with two conventions stated exactly:
+
+- TRL adds the score one position *past* the last response token (``sequence_lengths + 1``);
+  here it is added *at* the last response token (the end-of-text, when the response has
+  one). Either way the whole score arrives at the end of the episode.
+- TRL's ``missing_eos_penalty`` is a positive amount *subtracted* from the score of a response
+  without end-of-text (older TRL versions *replaced* that score with
+  ``penalty_reward_value``); here ``PPOConfig.missing_eos_penalty`` is the signed amount
+  *added* (−1 by default), and ``missing_eos_replaces_score`` gives the older behaviour.
 """
 
 from __future__ import annotations
