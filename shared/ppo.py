@@ -165,6 +165,19 @@ class PPOConfig:
 
 
 # ---------------------------------------------------------------------- building blocks ----
+def _check_tensors(shape: tuple | None = None, **tensors: Tensor) -> None:
+    """Each tensor finite and, when ``shape`` is given, of the mask's shape; the error names
+    the tensor and the first bad position."""
+    for name, x in tensors.items():
+        if shape is not None and x.shape != shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)} but mask has {tuple(shape)}")
+        bad = (~torch.isfinite(x)).nonzero()
+        if len(bad):
+            raise FloatingPointError(
+                f"{name} is not finite at {bad[0].tolist()} ({len(bad)} in all)"
+            )
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``x`` over the positions where ``mask`` is 1 (response tokens)."""
     if x.shape != mask.shape:  # broadcasting would average over other positions
@@ -227,12 +240,7 @@ def compute_gae(
         raise ValueError(
             f"mask row(s) {holes[:5]} have a hole: each row's response tokens must be one run"
         )
-    for name, x in (("rewards", rewards), ("values", values)):
-        bad = (~torch.isfinite(x)).nonzero()
-        if len(bad):
-            raise FloatingPointError(
-                f"{name} is not finite at {bad[0].tolist()} ({len(bad)} in all)"
-            )
+    _check_tensors(rewards=rewards, values=values)
     mask = mask.to(values.dtype)
     values = values * mask
     L = rewards.shape[1]
@@ -262,9 +270,7 @@ def apply_missing_eos_penalty(
             f"scores {tuple(scores.shape)} and has_eos {tuple(has_eos.shape)} must be the "
             "same (batch,) shape: one flag per response"
         )
-    bad = (~torch.isfinite(scores)).nonzero()
-    if len(bad):
-        raise FloatingPointError(f"scores is not finite at {bad[0].tolist()} ({len(bad)} in all)")
+    _check_tensors(scores=scores)
     if penalty is None:
         return scores
     penalty = check_number(penalty, "penalty")
@@ -290,12 +296,7 @@ def per_token_rewards(
         )
     if scores.shape != mask.shape[:1]:
         raise ValueError(f"scores has shape {tuple(scores.shape)}, expected ({mask.shape[0]},)")
-    for name, x in (("logprobs", logprobs), ("ref_logprobs", ref_logprobs), ("scores", scores)):
-        bad = (~torch.isfinite(x)).nonzero()
-        if len(bad):
-            raise FloatingPointError(
-                f"{name} is not finite at {bad[0].tolist()} ({len(bad)} in all)"
-            )
+    _check_tensors(logprobs=logprobs, ref_logprobs=ref_logprobs, scores=scores)
     mask_f = mask.to(logprobs.dtype)
     kl = kl_k1(logprobs, ref_logprobs) * mask_f  # (B, L)
     non_score = -kl_coef * kl
@@ -324,15 +325,9 @@ def policy_loss(
     of ``mask`` and is finite, and ``cliprange`` is above 0, or it is an error.
     """
     cliprange = check_number(cliprange, "cliprange", 0, exclusive=True)
-    tensors = dict(new_logprobs=new_logprobs, old_logprobs=old_logprobs, advantages=advantages)
-    for name, x in tensors.items():
-        if x.shape != mask.shape:
-            raise ValueError(f"{name} has shape {tuple(x.shape)} but mask has {tuple(mask.shape)}")
-        bad = (~torch.isfinite(x)).nonzero()
-        if len(bad):
-            raise FloatingPointError(
-                f"{name} is not finite at {bad[0].tolist()} ({len(bad)} in all)"
-            )
+    _check_tensors(
+        mask.shape, new_logprobs=new_logprobs, old_logprobs=old_logprobs, advantages=advantages
+    )
     log_ratio = new_logprobs - old_logprobs  # (B, L)
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
@@ -365,14 +360,7 @@ def value_loss(
     and ``cliprange_value`` is above 0, or it is an error.
     """
     cliprange_value = check_number(cliprange_value, "cliprange_value", 0, exclusive=True)
-    for name, x in (("new_values", new_values), ("old_values", old_values), ("returns", returns)):
-        if x.shape != mask.shape:
-            raise ValueError(f"{name} has shape {tuple(x.shape)} but mask has {tuple(mask.shape)}")
-        bad = (~torch.isfinite(x)).nonzero()
-        if len(bad):
-            raise FloatingPointError(
-                f"{name} is not finite at {bad[0].tolist()} ({len(bad)} in all)"
-            )
+    _check_tensors(mask.shape, new_values=new_values, old_values=old_values, returns=returns)
     clipped_values = old_values + torch.clamp(
         new_values - old_values, -cliprange_value, cliprange_value
     )
